@@ -1,0 +1,43 @@
+"""`hyperrestart` command line: each verb lives in hyperrestart/commands/<module>.py and registers itself."""
+import argparse
+import importlib
+import sys
+
+from .errors import HyperrestartError
+
+# Modules under hyperrestart.commands; each defines register(subparsers) adding its verbs with func=callable(args)->int.
+COMMAND_MODULES = ["vendor", "env", "run", "plot_lr", "prepare_p3", "p3", "sweep", "report"]
+
+
+def build_parser(prog="hyperrestart"):
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"hyperrestart.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"hyperrestart.commands.{name}":
+                continue  # verb not built yet
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv=None, prog="hyperrestart"):
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except HyperrestartError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""Errors that the CLI reports as one clear message and a non-zero exit code."""
+
+
+class HyperrestartError(Exception):
+    """A user-facing failure: the message says what is wrong and how to fix it."""
+
+    exit_code = 1
+
+
+class LocalChangesError(HyperrestartError):
+    exit_code = 3
+
+
+class BusyError(HyperrestartError):
+    exit_code = 4

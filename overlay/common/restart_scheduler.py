@@ -1,0 +1,113 @@
+"""SGDR restart schedule (Loshchilov & Hutter) as used by "Enhancing Language Model Hypernetworks with Restart".
+
+Dropped by hyperrestart into both upstream trees (hyperdecoders and hyperformer); this is the single source.
+Kept compatible with Python 3.7 and torch 1.7 so the `paper` profile runs on the upstreams' original pins.
+
+eq. 5: eta_t = eta_min + 1/2 (eta_max - eta_min) (1 + cos(pi T_cur / T_i)),  T_i = T_0 * T_mult^i
+"""
+import logging
+import math
+import warnings
+
+from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
+
+logger = logging.getLogger(__name__)
+
+SCHEDULER_NAME = "cosine_annual_w_restarts"
+# The paper's released hyperformer configs spell the scheduler this way.
+SCHEDULER_ALIASES = ("consine_annealing_restart",)
+SCHEDULER_NAMES = (SCHEDULER_NAME,) + SCHEDULER_ALIASES
+
+# Defaults from the paper's README (both trainers).
+DEFAULT_T0 = 1
+DEFAULT_T_MULT = 2
+DEFAULT_ETA_MIN = 1e-6
+
+
+class RestartScheduler(CosineAnnealingWarmRestarts):
+    """torch's CosineAnnealingWarmRestarts, stepped once per optimizer step, with an optional linear warmup.
+
+    During the first ``warmup_steps`` steps the lr rises linearly from 0 to the base lr (the Hugging Face warmup
+    convention) and the SGDR clock does not run; SGDR starts with T_cur = 0 at step ``warmup_steps``. With
+    ``warmup_steps=0`` (the paper's behaviour) it is exactly torch's class.
+    """
+
+    def __init__(self, optimizer, t_0=DEFAULT_T0, t_mult=DEFAULT_T_MULT, eta_min=DEFAULT_ETA_MIN, warmup_steps=0):
+        if int(t_0) != t_0 or t_0 < 1:
+            raise ValueError("restart T_0 must be a positive integer, got {!r}".format(t_0))
+        if int(t_mult) != t_mult or t_mult < 1:
+            raise ValueError("restart T_mult must be an integer >= 1, got {!r}".format(t_mult))
+        if warmup_steps < 0:
+            raise ValueError("restart warmup_steps must be >= 0, got {!r}".format(warmup_steps))
+        self.warmup_steps = int(warmup_steps)
+        self.global_step = -1  # number of step() calls so far, minus the initial one torch makes
+        super(RestartScheduler, self).__init__(optimizer, T_0=int(t_0), T_mult=int(t_mult), eta_min=eta_min)
+
+    def step(self, epoch=None):
+        if epoch is not None:
+            raise TypeError("RestartScheduler is stepped once per optimizer step; step(epoch) is not supported")
+        self.global_step += 1
+        if self.global_step < self.warmup_steps:
+            for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
+                group["lr"] = base_lr * self.global_step / self.warmup_steps
+            self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+            return
+        super(RestartScheduler, self).step()
+
+
+def cycle_end_steps(t_0, t_mult, warmup_steps=0, up_to=None, count=None):
+    """Step counts after which a cycle ends (the lr has just reached its minimum): W + T_0 (1 + m + ... + m^(n-1))."""
+    ends, total, length = [], warmup_steps, t_0
+    while True:
+        total += length
+        if up_to is not None and total > up_to:
+            ends.append(total)  # the first end beyond the limit, so callers can name the next aligned value
+            return ends
+        ends.append(total)
+        if count is not None and len(ends) >= count:
+            return ends
+        length *= t_mult
+
+
+def nearest_aligned_steps(max_steps, t_0, t_mult, warmup_steps=0):
+    """(below, above) aligned step counts around max_steps; below is None when no cycle ends before it."""
+    ends = cycle_end_steps(t_0, t_mult, warmup_steps, up_to=max_steps)
+    below = [e for e in ends if e <= max_steps]
+    return (below[-1] if below else None), ends[-1]
+
+
+def check_alignment(max_steps, t_0, t_mult, warmup_steps=0, unit="steps"):
+    """Warn (and return the message) when a run of ``max_steps`` does not stop at a cycle end; None when it does."""
+    below, above = nearest_aligned_steps(max_steps, t_0, t_mult, warmup_steps)
+    if below == max_steps:
+        return None
+    nearest = "{} or {}".format(below, above) if below is not None else str(above)
+    message = (
+        "max_steps={} does not end at a restart cycle end (T_0={}, T_mult={}, warmup_steps={}, in {}): "
+        "the run stops mid-cycle, not at eta_min. Nearest aligned max_steps: {}.".format(
+            max_steps, t_0, t_mult, warmup_steps, unit, nearest)
+    )
+    warnings.warn(message)
+    logger.warning(message)
+    return message
+
+
+def canonical_scheduler_name(name):
+    """Map the paper configs' misspelled alias to the canonical name, saying so in the log."""
+    if name in SCHEDULER_ALIASES:
+        logger.warning("lr_scheduler %r is an alias of %r (the paper's released hyperformer configs use it)",
+                       name, SCHEDULER_NAME)
+        return SCHEDULER_NAME
+    return name
+
+
+def restart_scheduler_from_args(optimizer, args, num_training_steps=None):
+    """Build the scheduler from an upstream's training arguments (restart_t0, restart_t_mult, eta_min,
+    restart_warmup_steps); warn when num_training_steps is not at a cycle end."""
+    t_0 = getattr(args, "restart_t0", DEFAULT_T0)
+    t_mult = getattr(args, "restart_t_mult", DEFAULT_T_MULT)
+    eta_min = getattr(args, "eta_min", DEFAULT_ETA_MIN)
+    warmup = getattr(args, "restart_warmup_steps", 0) or 0
+    if num_training_steps:
+        check_alignment(num_training_steps, t_0, t_mult, warmup)
+    return RestartScheduler(optimizer, t_0=t_0, t_mult=t_mult, eta_min=eta_min, warmup_steps=warmup)
