@@ -1,0 +1,31 @@
+from setuptools import find_packages, setup
+
+TRAIN = [
+    "torch>=2.1",  # a CPU/GPU build already installed is reused; `pip install torch==2.13.0` first on a laptop
+    "transformers>=4.57,<4.58",
+    "datasets>=4.0,<5",
+    "accelerate>=1.0",
+    "sentencepiece>=0.2",
+    "protobuf",
+    "numpy<2",
+    "pyarrow<20",
+    "rouge-score>=0.1.2",
+    "nltk",
+    "tfrecord>=1.14",
+    "tensorboard",
+    "matplotlib",
+]
+CLUSTER = ["submitit>=1.5", "PyYAML>=6"]
+TEST = ["pytest>=8"]
+
+setup(
+    name="hyperrestart",
+    version="0.1.0",
+    description="Reproduce and extend 'Enhancing Language Model Hypernetworks with Restart' (NAACL 2025) "
+                "as a patch-based overlay on allenai/hyperdecoders and rabeehk/hyperformer",
+    python_requires=">=3.11",
+    packages=find_packages(include=["hyperrestart", "hyperrestart.*"]),
+    install_requires=["GitPython>=3.1", "unidiff>=0.7", "tqdm>=4"],
+    extras_require={"train": TRAIN, "cluster": CLUSTER, "test": TEST, "all": TRAIN + CLUSTER + TEST},
+    entry_points={"console_scripts": ["hyperrestart=hyperrestart.cli:main"]},
+)
