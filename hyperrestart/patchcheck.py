@@ -1,0 +1,134 @@
+"""Checks made before any tree is touched (content hashes, safe paths) and the diagnosis of a patch that fails."""
+import difflib
+import hashlib
+import os
+import posixpath
+from pathlib import Path
+
+from unidiff import PatchSet
+from unidiff.errors import UnidiffParseError
+
+from .errors import HyperrestartError
+
+
+def sha256_file(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def check_relative_path(path: str, what: str):
+    """Refuse a path that is absolute, climbs with '..', reaches into .git, or is not plain POSIX."""
+    problem = None
+    if not path:
+        problem = "is empty"
+    elif path.startswith("/") or posixpath.isabs(path) or (len(path) > 1 and path[1] == ":"):
+        problem = "is absolute"
+    elif "\\" in path:
+        problem = "contains a backslash"
+    elif ".." in path.split("/"):
+        problem = "contains '..'"
+    elif ".git" in path.split("/"):
+        problem = "reaches into .git"
+    if problem:
+        raise HyperrestartError(f"{what}: path {path!r} {problem}; refusing it (paths must stay inside the upstream tree)")
+
+
+def _strip_prefix(path):
+    if path is None or path == "/dev/null":
+        return None
+    return path[2:] if path[:2] in ("a/", "b/") else path
+
+
+def parse_patch(path) -> PatchSet:
+    """Parse a patch with unidiff and refuse unsafe content: bad paths, binary diffs, symlinks."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8", errors="strict")
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.startswith("GIT binary patch") or (line.startswith("Binary files ") and line.endswith(" differ")):
+            raise HyperrestartError(f"{path.name}:{lineno}: binary patches are refused (ship the file in overlay/)")
+        if line.startswith(("new file mode 120000", "new mode 120000", "deleted file mode 120000")):
+            raise HyperrestartError(f"{path.name}:{lineno}: patches that create or change symlinks are refused")
+    try:
+        patch = PatchSet(text)
+    except UnidiffParseError as exc:
+        raise HyperrestartError(f"{path.name}: not a valid unified diff ({exc})") from None
+    if not len(patch):
+        raise HyperrestartError(f"{path.name}: contains no diff")
+    for patched in patch:
+        for candidate in (_strip_prefix(patched.source_file), _strip_prefix(patched.target_file)):
+            if candidate is not None:
+                check_relative_path(candidate, f"{path.name}")
+    return patch
+
+
+def touched_paths(patch: PatchSet):
+    paths = set()
+    for patched in patch:
+        for candidate in (_strip_prefix(patched.source_file), _strip_prefix(patched.target_file)):
+            if candidate is not None:
+                paths.add(candidate)
+    return sorted(paths)
+
+
+def check_inside_tree(root, relpath, what):
+    """Refuse a path that leaves the tree through a symlink already in it."""
+    root = os.path.realpath(root)
+    resolved = os.path.realpath(os.path.join(root, relpath))
+    if resolved != root and not resolved.startswith(root + os.sep):
+        raise HyperrestartError(f"{what}: {relpath!r} resolves outside the upstream tree (symlink); refusing it")
+
+
+def dep3_problems(path) -> list:
+    """Missing DEP-3 fields in a patch header (only Description is mandatory here)."""
+    header = Path(path).read_text(errors="replace").split("\ndiff --git ", 1)[0]
+    return [] if "Description:" in header else [f"{Path(path).name}: header has no DEP-3 'Description:' field"]
+
+
+def _hunk_source_lines(hunk):
+    return [line.value.rstrip("\n") for line in hunk if line.is_context or line.is_removed]
+
+
+def _find_block(lines, block, start):
+    """Index of `block` in `lines`, searching outward from `start` as git apply does; None if absent."""
+    n = len(block)
+    if n == 0:
+        return start
+    for distance in range(0, len(lines) + 1):
+        for idx in (start + distance, start - distance):
+            if 0 <= idx <= len(lines) - n and lines[idx:idx + n] == block:
+                return idx
+    return None
+
+
+def diagnose_failure(patch_path, tree_root) -> str:
+    """Name the file and hunk of `patch_path` that does not match `tree_root`, with expected vs actual lines."""
+    patch = parse_patch(patch_path)
+    for patched in patch:
+        source = _strip_prefix(patched.source_file)
+        target = _strip_prefix(patched.target_file)
+        if source is None:  # new file
+            if target and os.path.exists(os.path.join(tree_root, target)):
+                return f"file {target}: the patch creates it, but it already exists"
+            continue
+        file_path = os.path.join(tree_root, source)
+        if not os.path.exists(file_path):
+            return f"file {source}: missing from the tree"
+        with open(file_path, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+        offset = 0
+        for number, hunk in enumerate(patched, 1):
+            block = _hunk_source_lines(hunk)
+            expected_at = hunk.source_start - 1 + offset
+            found = _find_block(lines, block, expected_at)
+            if found is not None:
+                offset = found - (hunk.source_start - 1)
+                continue
+            actual = lines[max(expected_at, 0):max(expected_at, 0) + len(block)]
+            first = next((i for i, (e, a) in enumerate(zip(block, actual)) if e != a), min(len(block), len(actual)))
+            exp_line = block[first] if first < len(block) else "<end of hunk>"
+            act_line = actual[first] if first < len(actual) else "<end of file>"
+            diff = "\n".join("      " + d for d in difflib.unified_diff(
+                block, actual, "expected (patch)", f"actual ({source})", lineterm="", n=1))
+            return (f"file {source}, hunk #{number} ({str(hunk).splitlines()[0].strip()}):\n"
+                    f"    line {expected_at + first + 1}: expected {exp_line!r}\n"
+                    f"    {' ' * len(str(expected_at + first + 1))}       actual   {act_line!r}\n{diff}")
+    return "every hunk's context matches; git refused it for another reason (see git's message)"

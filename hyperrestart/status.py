@@ -1,0 +1,41 @@
+"""`status`: what is materialised where, against what vendor.lock says."""
+from pathlib import Path
+
+from .materialize import local_changes, read_state
+
+
+def status(lock, names, dest: Path) -> int:
+    """Print one block per upstream; exit 0 when every tree is materialised, current and unmodified, else 1."""
+    dest = Path(dest).resolve()
+    all_good = True
+    for name in names:
+        upstream = lock.upstream(name)
+        tree = dest / name
+        print(f"{name}: {tree}")
+        state = read_state(tree) if tree.exists() else None
+        if state is None:
+            print("  not materialised (run `python bootstrap.py`)" if not tree.exists()
+                  else "  not made by hyperrestart (no state file)")
+            all_good = False
+            continue
+        stale = state.get("commit") != upstream.commit or \
+            state.get("lock_result_tree") != upstream.result_tree.get(state.get("profile"))
+        print(f"  commit   {state['commit']}" + ("  (vendor.lock pins " + upstream.commit + ")"
+                                                 if state['commit'] != upstream.commit else ""))
+        print(f"  profile  {state['profile']}")
+        print(f"  patches  {len(state['patches'])} applied")
+        for patch in state["patches"]:
+            print(f"    {patch}")
+        print(f"  overlay  {len(state['overlay'])} file(s)")
+        _, changes = local_changes(tree, state)
+        if changes:
+            all_good = False
+            print(f"  local modifications ({len(changes)}):")
+            for change in changes:
+                print(f"    {change}")
+        else:
+            print("  local modifications: none")
+        if stale:
+            all_good = False
+            print("  STALE: vendor.lock or the series changed; run `python bootstrap.py` to update")
+    return 0 if all_good else 1
