@@ -1,5 +1,7 @@
 """Air-gapped transfer: `pack` writes the pinned commits as git bundles in one tar file; `--from` reads it back."""
+import atexit
 import json
+import shutil
 import os
 import tarfile
 import tempfile
@@ -19,8 +21,10 @@ def pack(lock, names, out: Path, *, overrides=None, bundles=None, offline=False,
         for name in names:
             upstream = lock.upstream(name)
             cache = ensure_commit(upstream, overrides=overrides, bundles=bundles, offline=offline, log=log)
-            if (cache / "shallow").exists():
-                gitops.run(cache, "fetch", "-q", "--unshallow", upstream.url) if not offline else None
+            if (cache / "shallow").exists() and not offline:
+                # a bundle must be self-contained: take the history too when the cache only has the commit
+                gitops.run(cache, "fetch", "-q", "--unshallow", "--no-tags", upstream.url,
+                           "+refs/heads/*:refs/hyperrestart/remote/heads/*")
             bundle = Path(tmp) / f"{name}.bundle"
             try:
                 gitops.run(cache, "bundle", "create", "-q", str(bundle), pinned_ref(upstream.commit))
@@ -44,6 +48,7 @@ def unpack(pack_file) -> dict:
     if not pack_file.is_file():
         raise HyperrestartError(f"--from {pack_file}: no such file (make one with `python bootstrap.py pack FILE`)")
     target = Path(tempfile.mkdtemp(prefix="hyperrestart-from-"))
+    atexit.register(shutil.rmtree, target, ignore_errors=True)
     try:
         with tarfile.open(pack_file) as tar:
             tar.extractall(target, filter="data")
