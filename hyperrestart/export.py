@@ -61,8 +61,8 @@ def export(lock, name, dest: Path, message=None, log=print) -> int:
     for commit in commits:
         if OVERLAY_TRAILER in gitops.run(tree, "log", "-1", "--format=%B", commit):
             continue
-        text = gitops.run(tree, "format-patch", *gitops.FORMAT_PATCH_FLAGS, "--stdout", "-1", commit,
-                          "--", ".", *excludes, strip=False)
+        text = gitops.run(tree, "format-patch", *gitops.FORMAT_PATCH_FLAGS, "--stdout", f"{commit}~1..{commit}",
+                          "--", ".", *excludes, strip=False)  # a range: -1 with paths would pick another commit
         if "\ndiff --git " not in text:
             continue  # the commit only touched overlay files: copied back below
         subject = patch_subject(text)
