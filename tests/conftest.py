@@ -1,0 +1,31 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture(scope="session")
+def upstream_dest(tmp_path_factory):
+    """DEST with both real upstreams materialised (profile modern); skips with the reason when unreachable."""
+    from upstream_support import materialised_dest
+    return materialised_dest(tmp_path_factory.mktemp("real"), "modern")
+
+
+@pytest.fixture(scope="session")
+def upstream_dest_paper(tmp_path_factory):
+    from upstream_support import materialised_dest
+    return materialised_dest(tmp_path_factory.mktemp("real-paper"), "paper")
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_hf(tmp_path_factory, monkeypatch):
+    """No test reads or writes the user's Hugging Face caches or reaches the hub."""
+    hf = tmp_path_factory.getbasetemp() / "hf-home"
+    monkeypatch.setenv("HF_HOME", str(hf))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(hf / "datasets"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
