@@ -1,0 +1,98 @@
+"""`hyperrestart p3`: launch the P3 runner (overlay/hyperdecoders/hyperdecoder/p3_trainer.py).
+
+`--model t5` runs the project's copy of the runner with the current python; no upstream tree is needed.
+`--model hyperdecoder` needs hyperdecoders' adapter T5: it runs the runner copy inside the materialised tree
+(upstream/hyperdecoders/hyperdecoder/p3_trainer.py) when bootstrap put it there, else the project's copy pointed at the
+tree with --hyperdecoders_path. `--python` picks another interpreter (e.g. the tree's own environment);
+`--nproc-per-node N` launches N processes with torchrun. Runner options not listed here go after `--`.
+"""
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from ..errors import HyperrestartError
+from ..paths import CONFIGS_DIR, DEFAULT_DEST, OVERLAY_DIR, PROJECT_ROOT
+
+RUNNER = OVERLAY_DIR / "hyperdecoders" / "hyperdecoder" / "p3_trainer.py"
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "p3", help="P3 instruction tuning (Table 2, Fig. 4/5): T5 or Hyperdecoders, with or without restart",
+        description=__doc__ + "\nExample: hyperrestart p3 --config table2_t5_restart --data-dir P3_PREPARED "
+                              "--model-name-or-path flan-t5-base --output-dir runs/t5_restart -- --max_steps 2000")
+    parser.add_argument("--config", help="runner config: a JSON file or a name under configs/p3/ "
+                                          "(e.g. table2_hyperdecoder_restart)")
+    parser.add_argument("--model", choices=("t5", "hyperdecoder"), help="overrides the config's model")
+    parser.add_argument("--data-dir", help="folder from `hyperrestart prepare-p3`")
+    parser.add_argument("--output-dir", help="run folder")
+    parser.add_argument("--model-name-or-path", help="T5 checkpoint folder (e.g. a local google/flan-t5-base)")
+    parser.add_argument("--hyperdecoders-tree", default=str(DEFAULT_DEST / "hyperdecoders"),
+                        help="materialised hyperdecoders tree (default: upstream/hyperdecoders)")
+    parser.add_argument("--python", default=sys.executable, help="interpreter that runs the runner")
+    parser.add_argument("--nproc-per-node", type=int, default=1, help="processes (GPUs) per node, via torchrun")
+    parser.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
+    parser.add_argument("runner_args", nargs="*", metavar="-- RUNNER_ARGS",
+                        help="further p3_trainer.py options, after `--` (python p3_trainer.py --help lists them)")
+    parser.set_defaults(func=run)
+
+
+def resolve_config(name):
+    if name is None:
+        return None
+    path = Path(name)
+    if path.is_file():
+        return path.resolve()
+    candidate = CONFIGS_DIR / "p3" / (name if name.endswith(".json") else f"{name}.json")
+    if candidate.is_file():
+        return candidate
+    known = sorted(p.stem for p in (CONFIGS_DIR / "p3").glob("*.json"))
+    raise HyperrestartError(f"P3 config {name!r} not found (neither a file nor configs/p3/{candidate.name}); "
+                            f"known: {', '.join(known)}")
+
+
+def build_command(args):
+    config = resolve_config(args.config)
+    model = args.model
+    if model is None and config is not None:
+        try:
+            model = json.loads(config.read_text()).get("model")
+        except json.JSONDecodeError as exc:
+            raise HyperrestartError(f"{config}: invalid JSON ({exc}); fix the config file")
+    model = model or "t5"
+    runner_args = [a for a in args.runner_args if a != "--"] if args.runner_args else []
+    passed = []
+    if config is not None:
+        passed += ["--config", str(config)]
+    passed += ["--model", model]
+    for flag, value in (("--data_dir", args.data_dir), ("--output_dir", args.output_dir),
+                        ("--model_name_or_path", args.model_name_or_path)):
+        if value:
+            passed += [flag, value]
+    script = RUNNER
+    if model == "hyperdecoder":
+        tree = Path(args.hyperdecoders_tree) / "hyperdecoder"
+        if not (tree / "modeling" / "adapter_t5.py").is_file():
+            raise HyperrestartError(f"--model hyperdecoder needs the hyperdecoders tree: {tree}/modeling/adapter_t5.py "
+                                    "is missing; run `python bootstrap.py` (or pass --hyperdecoders-tree DIR)")
+        if (tree / "p3_trainer.py").is_file():
+            script = tree / "p3_trainer.py"
+        else:
+            passed += ["--hyperdecoders_path", str(tree)]
+    launcher = [args.python]
+    if args.nproc_per_node > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc_per_node}"]
+    return launcher + [str(script)] + passed + runner_args
+
+
+def run(args):
+    command = build_command(args)
+    if args.dry_run:
+        print(shlex.join(command))
+        return 0
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    return subprocess.call(command, env=env)
