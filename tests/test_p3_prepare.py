@@ -1,0 +1,184 @@
+"""prepare-p3 on synthetic P3 copies in both hub layouts (tfrecord via the `tfrecord` package, parquet)."""
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hyperrestart.cli import main as cli_main
+from hyperrestart.errors import HyperrestartError
+from hyperrestart.p3 import prepare as prep
+from hyperrestart.p3.synthetic import SYNTHETIC_TASKS, synthetic_examples, write_synthetic_p3
+from hyperrestart.p3.tasks import dataset_of, load_task_list, paper_tasks, per_task_caps
+
+COUNT = 60
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    root = tmp_path_factory.mktemp("p3src")
+    tasks = root / "tasks.txt"
+    tasks.write_text("# synthetic\n" + "\n".join(SYNTHETIC_TASKS) + "\n")
+    return {layout: write_synthetic_p3(root / layout, layout, count=COUNT) for layout in ("tfrecord", "parquet")}, tasks
+
+
+def run_cli(*argv):
+    return cli_main(["prepare-p3", *map(str, argv), "--quiet"])
+
+
+def leftovers(parent):
+    return [p.name for p in Path(parent).iterdir() if p.name.startswith(".")]
+
+
+def test_paper_task_list_and_dataset_mapping():
+    tasks = paper_tasks()
+    assert len(tasks) == 193 == len(set(tasks))
+    assert all(dataset_of(t) for t in tasks)
+    assert dataset_of("adversarial_qa_dbidaf_based_on") == "adversarial_qa_dbidaf"
+    assert dataset_of("duorc_SelfRC_title_generation") == "duorc_SelfRC"
+    assert dataset_of("cos_e_v1.11_i_think") == "cos_e_v1.11"
+    caps = per_task_caps(tasks, 500000)
+    assert caps["quail_no_prompt_id"] == 500000 // 13 and caps["dbpedia_14_given_a_choice_of_categories_"] == 125000
+    assert per_task_caps(tasks, 0)["quail_no_prompt_id"] is None
+
+
+def test_split_rule_gives_the_papers_3301_validation_rows():
+    assert prep.split_sizes(3_301_000, 0.002) == {"train": 3_294_398, "validation": 3301, "test": 3301}
+    assert prep.split_sizes(1001, 0.002) == {"train": 998, "validation": 1, "test": 2}
+    assert prep.split_sizes(10, 0) == {"train": 10, "validation": 0, "test": 0}
+
+
+@pytest.mark.parametrize("layout", ["tfrecord", "parquet"])
+def test_prepare_both_layouts(sources, layout, tmp_path):
+    srcs, tasks = sources
+    out = tmp_path / "out"
+    assert run_cli("--source", srcs[layout], "--out", out, "--tasks", tasks, "--holdout", 0.1,
+                   "--cap-per-dataset", 100) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source_format"] == layout and manifest["seed"] == 0 and manifest["tasks"] == list(SYNTHETIC_TASKS)
+    # T0 caps: quarel has two templates in the list -> 100 // 2 = 50 each; the others keep all 60 rows.
+    rows = {t: manifest["per_task"][t]["rows"] for t in SYNTHETIC_TASKS}
+    assert rows == {"quarel_choose_between": 50, "quarel_logic_test": 50, "sciq_Direct_Question": 60,
+                    "wiqa_effect_with_string_answer": 60}
+    assert manifest["per_task"]["quarel_logic_test"]["capped"] and not manifest["per_task"]["sciq_Direct_Question"]["capped"]
+    assert manifest["splits"] == {"train": 198, "validation": 11, "test": 11}
+    for name, entry in manifest["outputs"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == entry["sha256"]
+    for name, digest in manifest["inputs"].items():
+        assert hashlib.sha256((srcs[layout] / name).read_bytes()).hexdigest() == digest
+    import datasets
+    data = datasets.load_dataset(str(out))
+    assert {k: len(v) for k, v in data.items()} == {"train": 198, "validation": 11, "test": 11}
+    assert data["train"].column_names == ["task", "inputs", "targets"]
+    expected = dict(synthetic_examples("sciq_Direct_Question", COUNT))
+    row = next(r for r in data["train"] if r["task"] == "sciq_Direct_Question")
+    assert expected[row["inputs"]] == row["targets"]
+    assert not leftovers(tmp_path)
+
+
+def test_layouts_give_identical_outputs_and_seed_matters(sources, tmp_path):
+    srcs, tasks = sources
+    hashes = {}
+    for layout, seed in (("tfrecord", 0), ("parquet", 0), ("parquet", 1)):
+        out = tmp_path / f"{layout}-{seed}"
+        prep.prepare(srcs[layout], out, tasks_file=tasks, holdout=0.1, seed=seed, progress=False)
+        hashes[layout, seed] = json.loads((out / "manifest.json").read_text())["outputs"]
+    assert hashes["tfrecord", 0] == hashes["parquet", 0]
+    assert hashes["parquet", 1]["data/validation.parquet"] != hashes["parquet", 0]["data/validation.parquet"]
+
+
+def test_existing_output_needs_overwrite(sources, tmp_path):
+    srcs, tasks = sources
+    out = tmp_path / "out"
+    prep.prepare(srcs["parquet"], out, tasks_file=tasks, progress=False)
+    with pytest.raises(HyperrestartError, match="already exists"):
+        prep.prepare(srcs["parquet"], out, tasks_file=tasks, progress=False)
+    prep.prepare(srcs["parquet"], out, tasks_file=tasks, overwrite=True, holdout=0.1, progress=False)
+    assert json.loads((out / "manifest.json").read_text())["splits"]["validation"] == 12  # 0.1 * 240 rows, halved
+
+
+def copy_source(srcs, layout, tmp_path):
+    import shutil
+    dst = tmp_path / f"src-{layout}"
+    shutil.copytree(srcs[layout], dst)
+    return dst
+
+
+def assert_fails(capsys, argv, *needles, out=None):
+    assert run_cli(*argv) == 1
+    err = capsys.readouterr().err
+    for needle in needles:
+        assert needle in err, err
+    if out is not None:
+        assert not Path(out).exists() and not leftovers(Path(out).parent)
+
+
+def test_missing_task_folder(sources, tmp_path, capsys):
+    srcs, tasks = sources
+    import shutil
+    src = copy_source(srcs, "tfrecord", tmp_path)
+    shutil.rmtree(src / "data" / "sciq_Direct_Question")
+    out = tmp_path / "out"
+    assert_fails(capsys, ["--source", src, "--out", out, "--tasks", tasks], "1 task(s) missing",
+                 "sciq_Direct_Question (expected", "train.tfrecord-00000-of-00001", out=out)
+
+
+def test_corrupt_tfrecord_leaves_nothing(sources, tmp_path, capsys):
+    srcs, tasks = sources
+    src = copy_source(srcs, "tfrecord", tmp_path)
+    # the last task is corrupt, so the first three have already been read when it fails
+    bad = src / "data" / SYNTHETIC_TASKS[-1] / "train.tfrecord-00000-of-00001"
+    data = bytearray(bad.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    assert_fails(capsys, ["--source", src, "--out", out, "--tasks", tasks], "corrupt tfrecord", str(bad),
+                 "CRC mismatch", out=out)
+    bad.write_bytes(bad.read_bytes()[:-7])  # truncated
+    assert_fails(capsys, ["--source", src, "--out", out, "--tasks", tasks], str(bad), out=out)
+
+
+def test_corrupt_parquet(sources, tmp_path, capsys):
+    srcs, tasks = sources
+    src = copy_source(srcs, "parquet", tmp_path)
+    bad = src / "sciq_Direct_Question" / "train" / "0000.parquet"
+    bad.write_bytes(b"not a parquet file at all")
+    out = tmp_path / "out"
+    assert_fails(capsys, ["--source", src, "--out", out, "--tasks", tasks], "cannot read parquet file", str(bad),
+                 out=out)
+
+
+def test_empty_task(sources, tmp_path, capsys):
+    srcs, tasks = sources
+    src = copy_source(srcs, "tfrecord", tmp_path)
+    (src / "data" / "quarel_logic_test" / "train.tfrecord-00000-of-00001").write_bytes(b"")
+    out = tmp_path / "out"
+    assert_fails(capsys, ["--source", src, "--out", out, "--tasks", tasks], "task quarel_logic_test is empty", out=out)
+
+
+def test_unknown_tasks_in_list(sources, tmp_path, capsys):
+    srcs, _ = sources
+    tasks = tmp_path / "tasks.txt"
+    tasks.write_text("quarel_choose_between\nnot_a_p3_task\nquarel_choose_between\n")
+    out = tmp_path / "out"
+    assert_fails(capsys, ["--source", srcs["parquet"], "--out", out, "--tasks", tasks], str(tasks),
+                 "line 2: unknown task 'not_a_p3_task'", "line 3: 'quarel_choose_between' repeats line 1", out=out)
+    tasks.write_text("# nothing\n")
+    with pytest.raises(HyperrestartError, match="names no tasks"):
+        load_task_list(tasks)
+
+
+def test_default_task_list_against_partial_copy(sources, tmp_path, capsys):
+    srcs, _ = sources
+    assert_fails(capsys, ["--source", srcs["parquet"], "--out", tmp_path / "out"], "189 task(s) missing")
+
+
+def test_console_entry_point(sources, tmp_path):
+    srcs, tasks = sources
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "hyperrestart.cli", "prepare-p3", "--source", str(srcs["parquet"]),
+                             "--out", str(out), "--tasks", str(tasks), "--quiet"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["rows"] == 4 * COUNT  # default cap 500k: nothing capped
