@@ -105,7 +105,10 @@ def create_env(name, python=None, recreate=False, root=None, requirements_dir=No
     log(f"{name}: creating {venv} with {python} (reusing torch {torch})")
     venv.parent.mkdir(parents=True, exist_ok=True)
     try:
-        _run([str(python), "-m", "venv", "--system-site-packages", str(venv)], "python -m venv")
+        # The base's pip is visible through the system site-packages and installs into the venv: no ensurepip (~20 s).
+        has_pip = subprocess.run([str(python), "-c", "import pip"], capture_output=True).returncode == 0
+        _run([str(python), "-m", "venv", "--system-site-packages", *(["--without-pip"] if has_pip else []), str(venv)],
+             "python -m venv")
         env_python = _python_in(venv)
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as constraints:
             constraints.write(f"torch=={torch}\n")
