@@ -440,6 +440,9 @@ class CsvLog:
         self.writer.writerow({k: row.get(k) for k in self.fields})
         self.handle.flush()
 
+    def close(self):
+        self.handle.close()
+
 
 # ------------------------------------------------------------------------------------------------------ evaluation
 @torch.no_grad()
@@ -563,7 +566,9 @@ def main(argv=None):
                                     args.group_by_length, args.length_group_size, dist.world, dist.rank)
             loader = torch.utils.data.DataLoader(
                 Batches(train, batches, state["batch_in_epoch"], tokenizer.pad_token_id, pad_multiple),
-                batch_size=None, shuffle=False, num_workers=args.dataloader_num_workers)
+                batch_size=None, shuffle=False, num_workers=args.dataloader_num_workers,
+                # its own generator: creating the iterator must not draw from the global RNG (exact resume)
+                generator=torch.Generator().manual_seed(args.seed + state["epoch"]))
             for batch in loader:
                 state["batch_in_epoch"] += 1
                 yield batch
@@ -622,7 +627,7 @@ def main(argv=None):
     if dist.main and state["step"] >= args.max_steps:
         unwrap(model).save_pretrained(output_dir / "final_model", safe_serialization=True)
         tokenizer.save_pretrained(output_dir / "final_model")
-    for close in reporters:
+    for close in reporters + [train_log, eval_log]:
         getattr(close, "close", lambda: None)()
     if dist.world > 1:
         torch.distributed.destroy_process_group()
