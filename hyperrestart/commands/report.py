@@ -1,0 +1,40 @@
+"""`hyperrestart report RUN_DIR...`: the paper's table layout (Markdown + CSV) and curve figures from finished runs."""
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "report", help="tables (mean ± std over seeds, restart deltas) and curves from runs or a sweep's output root",
+        description="Rows = arms, columns = per task and the average, mean ± std over seeds; a restart arm shows "
+                    "its difference to the matching no-restart arm as (+x.xx)/(−x.xx). Writes table.md, table.csv, "
+                    "runs.csv, metric_curves.png and loss_curves.png (lr on a second axis) into --out and prints "
+                    "the Markdown table.")
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                        help="run directories, or folders of them (a sweep's --output-root)")
+    parser.add_argument("--out", help="folder for the table, CSV and figures (default: print the table only)")
+    parser.add_argument("--published", nargs="?", const=True, default=None, metavar="TABLE",
+                        help="show the paper's published numbers beside ours (TABLE: table1, table2, table5; "
+                             "default: the sweep spec's report.published)")
+    parser.add_argument("--split", choices=("test", "val"), default="test",
+                        help="GLUE runs: which results file (default test, falling back to val)")
+    parser.add_argument("--select", choices=("last", "best"), default="last",
+                        help="P3 runs: the last evaluation (default) or the best one")
+    parser.add_argument("--digits", type=int, default=2, help="decimals in the Markdown table (default 2)")
+    parser.add_argument("--title", help="table/figure title")
+    parser.add_argument("--include-unfinished", action="store_true",
+                        help="use sweep runs without a completion marker too (their latest metrics)")
+    parser.add_argument("--with-loss", action="store_true", help="add the final training loss as a column")
+    parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    parser.set_defaults(func=run)
+
+
+def run(args):
+    from ..report import build_report
+
+    markdown = build_report(args.runs, out=args.out, published=args.published, split=args.split, select=args.select,
+                            digits=args.digits, title=args.title, include_unfinished=args.include_unfinished,
+                            figures=not args.no_figures, with_loss=args.with_loss)
+    print(markdown, end="")
+    if args.out:
+        print(f"\nwritten: {args.out}/table.md, table.csv, runs.csv" + ("" if args.no_figures else
+                                                                          ", metric_curves.png, loss_curves.png"))
+    return 0

@@ -1,0 +1,640 @@
+"""Sweep specs: a base config + a grid of overrides (YAML) -> named runs, run locally, per array task, or via submitit.
+
+A spec (see sweeps/*.yaml)::
+
+    name: table5_schedulers          # optional, default: the file name
+    runner: run                      # `run` (hyperrestart run, the patched upstream trainers) or `p3`
+    config: configs/hyperdecoders/glue_restart.json   # base JSON config (relative to the project root or the spec)
+    args: ["--tiny"]                 # optional extra runner arguments, before the overrides
+    set: {max_steps: 65535}          # overrides for every run; nested mappings flatten to dotted keys
+    grid:                            # the runs: the product of the axes, in this order
+      scheduler:                     # a labelled axis: label -> overrides (`config:` switches the base config)
+        constant: {lr_scheduler: constant}
+        restart: {lr_scheduler: cosine_annual_w_restarts}
+      optim: {eta_min: [0, 1.0e-6]}  # a nested scalar axis, same as `optim.eta_min: [0, 1.0e-6]`
+      seed: [1, 2, 3]                # a scalar axis: the axis name is the override key
+    run_name: "{scheduler}_seed{seed}"   # optional; fields are the axis names with dots as `_`
+    report: {seed_axis: seed, compare: {axis: scheduler, baseline: constant}}
+    slurm: {partition: gpu, gpus: 1, cpus: 8, mem: 64G, time: "2-00:00:00", array_parallelism: 16}
+
+Every run gets its own directory OUTPUT_ROOT/<run name> (also the trainer's output dir). It is *finished* when
+`.hyperrestart-complete.json` exists there: written atomically, only after the runner exited 0, with the run's
+fingerprint (runner, config, overrides), so relaunching a sweep skips finished runs and refuses to mix a changed spec
+into an old directory.
+"""
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import itertools
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .errors import HyperrestartError
+from .paths import PROJECT_ROOT
+
+TOP_LEVEL_KEYS = ("name", "description", "runner", "config", "args", "set", "grid", "run_name", "report", "slurm")
+REPORT_KEYS = ("seed_axis", "compare", "split", "metric", "title", "published")
+SLURM_KEYS = ("partition", "gpus", "cpus", "mem", "time", "array_parallelism", "account", "qos", "constraint",
+              "nodes", "additional")
+COMPLETE_MARKER = ".hyperrestart-complete.json"
+RUN_INFO = "sweep-run.json"
+RUN_LOG = "sweep.log"
+NAME_SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+# --- runners ------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Runner:
+    """How a sweep run becomes a command line.
+
+    `run`: `hyperrestart run CONFIG [args] --set k=v ... --output-dir RUN_DIR` (flat JSON configs, --set per key).
+    `p3`:  the base config merged with the overrides is written to RUN_DIR/sweep-config.json (the P3 runner takes its
+           options from a JSON config), then `hyperrestart p3 --config RUN_DIR/sweep-config.json --output-dir RUN_DIR
+           [args]`.
+    """
+
+    kind: str
+    description: str
+
+    def command(self, config, overrides, run_dir, extra_args=()):
+        base = [sys.executable, "-m", "hyperrestart.cli", self.kind]
+        if self.kind == "run":
+            sets = [item for key, value in overrides for item in ("--set", f"{key}={format_value(value)}")]
+            return base + [str(config), *extra_args, *sets, "--output-dir", str(run_dir)]
+        return base + ["--config", str(Path(run_dir) / MERGED_CONFIG), "--output-dir", str(run_dir), *extra_args]
+
+    def prepare(self, config, overrides, run_dir):
+        """Files the command needs in run_dir (p3: the merged config)."""
+        if self.kind == "p3":
+            _write_json_atomic(Path(run_dir) / MERGED_CONFIG, merge_config(config, overrides))
+
+
+RUNNERS = {
+    "run": Runner("run", "hyperrestart run: the patched upstream trainers (hyperdecoders/hyperformer)"),
+    "p3": Runner("p3", "hyperrestart p3: the P3 instruction-tuning runner"),
+}
+MERGED_CONFIG = "sweep-config.json"
+
+
+def merge_config(config, overrides):
+    """The JSON config with the overrides applied; a dotted key sets a nested value (a.b.c -> {"a": {"b": {"c"}}})."""
+    try:
+        merged = json.loads(Path(config).read_text())
+    except ValueError as exc:
+        raise HyperrestartError(f"{config}: not valid JSON ({exc}); fix the config file") from None
+    for key, value in overrides:
+        node, parts = merged, key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise HyperrestartError(f"override {key}: {part} is not a mapping in {config}")
+        node[parts[-1]] = value
+    return merged
+
+
+def expand_env(overrides, where):
+    """$VAR / ${VAR} in string values -> the environment's value; an unset variable is an error naming it."""
+    expanded = []
+    for key, value in overrides:
+        if isinstance(value, str) and "$" in value:
+            missing = [m.group(1) or m.group(2) for m in re.finditer(r"\$(?:\{(\w+)\}|(\w+))", value)
+                       if (m.group(1) or m.group(2)) not in os.environ]
+            if missing:
+                raise HyperrestartError(f"{where}: override {key}={value} needs the environment variable(s) "
+                                        f"{', '.join(missing)}; export them or pass --set {key}=VALUE")
+            value = os.path.expandvars(value)
+        expanded.append((key, value))
+    return expanded
+
+
+def format_value(value):
+    """An override value as `--set` text: strings as they are, everything else as JSON (0, 1e-06, true, [..])."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+# --- tiny runs (CI smoke tests of real specs) ---------------------------------------------------------------------
+TINY_P3_DATA_ENV, TINY_T5_ENV = "HYPERRESTART_TINY_P3_DATA", "HYPERRESTART_TINY_T5"
+# P3 runner options that make a run take seconds on a CPU with the tiny T5 and synthetic P3 (7 steps = 1+2+4: a
+# restart cycle end, so the restart arm shows its restarts at steps 2 and 4). Rouge-L stays 0 at this size; the loss moves.
+TINY_P3 = [("data_dir", f"${TINY_P3_DATA_ENV}"), ("model_name_or_path", f"${TINY_T5_ENV}"), ("max_steps", 7),
+           ("scheduler_step_unit", 1), ("eval_steps", 7), ("eval_at_start", False), ("per_device_train_batch_size", 8),
+           ("per_device_eval_batch_size", 16), ("max_source_length", 64), ("max_target_length", 8),
+           ("generation_max_new_tokens", 8), ("max_eval_samples", 16), ("save_steps", 0), ("save_total_limit", 1),
+           ("learning_rate", 1e-2), ("progress", False), ("report_to", "none"), ("bf16", "no"), ("logging_steps", 1)]
+
+
+def tiny_p3_environment():
+    """Build (once, cached) synthetic prepared P3 data and the tiny T5; export their paths for TINY_P3's $VARS."""
+    from .p3.prepare import prepare
+    from .p3.synthetic import SYNTHETIC_TASKS, tiny_t5_dir, write_synthetic_p3
+    from .paths import cache_dir
+
+    root = cache_dir() / "tiny" / "p3-sweep-v1"
+    data = root / "prepared"
+    if not (data / "manifest.json").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        source = write_synthetic_p3(root / f"source-{os.getpid()}", "jsonl", count=40)
+        tasks = root / f"tasks-{os.getpid()}.txt"
+        tasks.write_text("\n".join(SYNTHETIC_TASKS) + "\n")
+        prepare(source, data, tasks_file=tasks, fmt="jsonl", holdout=0.2, seed=0, overwrite=True, progress=False)
+    os.environ.setdefault(TINY_P3_DATA_ENV, str(data))
+    os.environ.setdefault(TINY_T5_ENV, str(tiny_t5_dir(root / "t5")))
+
+
+# --- YAML ---------------------------------------------------------------------------------------------------------
+def _yaml_loader():
+    """SafeLoader with YAML 1.2 scalars: 1e-6 is a float, only true/false are booleans (`no`, `on` stay strings)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+    return Loader
+
+
+def load_yaml(path):
+    import yaml
+    path = Path(path)
+    if not path.is_file():
+        raise HyperrestartError(f"sweep spec {path} does not exist; pass a YAML file such as sweeps/table2_p3.yaml")
+    try:
+        data = yaml.load(path.read_text(), Loader=_yaml_loader())
+    except yaml.YAMLError as exc:
+        raise HyperrestartError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise HyperrestartError(f"{path}: a sweep spec must be a YAML mapping with keys {', '.join(TOP_LEVEL_KEYS)}")
+    return data
+
+
+# --- spec ---------------------------------------------------------------------------------------------------------
+def flatten(mapping, prefix=""):
+    """{'a': {'b': {'c': 1}}} -> [('a.b.c', 1)] (order kept); lists and scalars are leaves."""
+    items = []
+    for key, value in mapping.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            items.extend(flatten(value, dotted + "."))
+        else:
+            items.append((dotted, value))
+    return items
+
+
+def label_for(value):
+    """A grid value as a file-name-safe label: 1e-06 -> '1e-06', 'cosine' -> 'cosine', [1, 2] -> '1-2'."""
+    if isinstance(value, (list, tuple)):
+        text = "-".join(label_for(v) for v in value)
+    elif isinstance(value, float):
+        text = repr(value)
+    else:
+        text = str(value)
+    return NAME_SAFE.sub("-", text).strip("-") or "none"
+
+
+@dataclasses.dataclass
+class Axis:
+    name: str                 # as written in the spec (dotted for nested keys)
+    values: list              # [(label, overrides list[(key, value)], config or None)]
+    labelled: bool            # label -> overrides mapping (arm) rather than a scalar list
+
+    @property
+    def field(self):
+        return self.name.replace(".", "_")
+
+
+@dataclasses.dataclass
+class Run:
+    index: int
+    name: str
+    config: str               # absolute path of the base JSON config
+    overrides: list           # [(key, value)]: spec `set`, then the grid values, then the CLI --set
+    labels: dict              # axis name -> label
+    arm: str                  # the run name without the seed axis (rows of the report)
+    seed: object              # the seed axis value (None when the spec has no seed axis)
+
+    def fingerprint(self, runner, extra_args):
+        blob = json.dumps({"runner": runner, "config": Path(self.config).name,
+                           "config_sha256": _sha256(self.config), "args": list(extra_args),
+                           "overrides": [[k, v] for k, v in self.overrides]}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dataclasses.dataclass
+class Sweep:
+    path: Path
+    name: str
+    description: str
+    runner: str
+    config: str
+    args: list
+    fixed: list
+    axes: list
+    run_name: str
+    report: dict
+    slurm: dict
+    runs: list
+
+    def run(self, index):
+        if not self.runs:
+            raise HyperrestartError(f"{self.path}: the sweep has no runs")
+        if not 0 <= index < len(self.runs):
+            raise HyperrestartError(f"task id {index} is out of range: {self.path} has {len(self.runs)} runs "
+                                    f"(0..{len(self.runs) - 1}); see `hyperrestart sweep {self.path} --list`")
+        return self.runs[index]
+
+
+def _resolve_config(value, spec_path, where):
+    if not isinstance(value, str) or not value:
+        raise HyperrestartError(f"{spec_path}: `{where}` must be a path to a JSON config, got {value!r}")
+    candidates = [Path(value)] if Path(value).is_absolute() else [PROJECT_ROOT / value, spec_path.parent / value]
+    for candidate in candidates:
+        if candidate.is_file():
+            return str(candidate.resolve())
+    raise HyperrestartError(f"{spec_path}: `{where}` names {value}, which does not exist (looked in "
+                            f"{', '.join(str(c.parent) for c in candidates)}); fix the path or add the config")
+
+
+def _parse_axis(name, values, spec_path):
+    where = f"grid.{name}"
+    if isinstance(values, list):
+        if not values:
+            raise HyperrestartError(f"{spec_path}: grid axis `{name}` is empty; give it at least one value or remove it")
+        for value in values:
+            if isinstance(value, dict):
+                raise HyperrestartError(f"{spec_path}: `{where}` mixes a mapping into a list of values; use "
+                                        f"`{name}: {{label: {{key: value}}}}` for labelled arms")
+        return [Axis(name, [(label_for(v), [(name, v)], None) for v in values], labelled=False)]
+    if isinstance(values, dict):
+        if not values:
+            raise HyperrestartError(f"{spec_path}: grid axis `{name}` is empty; give it at least one value or remove it")
+        if all(isinstance(v, list) for v in values.values()):
+            axes = []  # nested scalar axes: optim: {eta_min: [...]} == optim.eta_min: [...]
+            for key, sub in values.items():
+                axes.extend(_parse_axis(f"{name}.{key}", sub, spec_path))
+            return axes
+        arms = []
+        for label, body in values.items():
+            if body is None:
+                body = {}
+            if not isinstance(body, dict):
+                raise HyperrestartError(
+                    f"{spec_path}: `{where}.{label}` must be a mapping of overrides (or empty), got {body!r}; "
+                    f"a scalar axis is a list: `{name}: [a, b]`")
+            body = dict(body)
+            config = _resolve_config(body.pop("config"), spec_path, f"{where}.{label}.config") \
+                if "config" in body else None
+            arms.append((label_for(label), flatten(body), config))
+        return [Axis(name, arms, labelled=True)]
+    raise HyperrestartError(f"{spec_path}: grid axis `{name}` must be a list of values or a mapping of labelled "
+                            f"overrides, got {values!r}")
+
+
+def parse_spec(path, cli_sets=(), tiny=False):
+    """Validate a spec file and expand it into runs; raises HyperrestartError naming the key/file on any problem.
+    tiny: p3 runs get TINY_P3 (before cli_sets), `run` runs get `--tiny`."""
+    path = Path(path)
+    data = load_yaml(path)
+    unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise HyperrestartError(f"{path}: unknown top-level key(s) {', '.join(unknown)}; allowed: "
+                                f"{', '.join(TOP_LEVEL_KEYS)}")
+    runner = data.get("runner")
+    if runner not in RUNNERS:
+        raise HyperrestartError(f"{path}: `runner` is {runner!r}; use one of {', '.join(RUNNERS)}")
+    if "config" not in data:
+        raise HyperrestartError(f"{path}: `config` (the base JSON config) is missing")
+    config = _resolve_config(data["config"], path, "config")
+    args = data.get("args") or []
+    if isinstance(args, str):
+        args = shlex.split(args)
+    if not isinstance(args, list):
+        raise HyperrestartError(f"{path}: `args` must be a list of runner arguments, got {args!r}")
+    fixed = data.get("set") or {}
+    if not isinstance(fixed, dict):
+        raise HyperrestartError(f"{path}: `set` must be a mapping of overrides, got {fixed!r}")
+    grid = data.get("grid")
+    if not isinstance(grid, dict) or not grid:
+        raise HyperrestartError(f"{path}: `grid` must be a non-empty mapping of axes (e.g. `seed: [1, 2, 3]`)")
+    axes = [axis for name, values in grid.items() for axis in _parse_axis(str(name), values, path)]
+    report = data.get("report") or {}
+    if not isinstance(report, dict) or set(report) - set(REPORT_KEYS):
+        raise HyperrestartError(f"{path}: `report` must be a mapping with keys among {', '.join(REPORT_KEYS)}; "
+                                f"unknown: {', '.join(sorted(set(report) - set(REPORT_KEYS))) if isinstance(report, dict) else report!r}")
+    slurm = data.get("slurm") or {}
+    if not isinstance(slurm, dict) or set(slurm) - set(SLURM_KEYS):
+        raise HyperrestartError(f"{path}: `slurm` must be a mapping with keys among {', '.join(SLURM_KEYS)}; "
+                                f"unknown: {', '.join(sorted(set(slurm) - set(SLURM_KEYS))) if isinstance(slurm, dict) else slurm!r}")
+    seed_axis = report.get("seed_axis", "seed")
+    axis_names = [axis.name for axis in axes]
+    if "seed_axis" in report and seed_axis not in axis_names:
+        raise HyperrestartError(f"{path}: report.seed_axis `{seed_axis}` is not a grid axis ({', '.join(axis_names)})")
+    compare = report.get("compare")
+    if compare is not None:
+        if not isinstance(compare, dict) or set(compare) != {"axis", "baseline"}:
+            raise HyperrestartError(f"{path}: report.compare must be {{axis: AXIS, baseline: LABEL}}, got {compare!r}")
+        axis = next((a for a in axes if a.name == compare["axis"]), None)
+        if axis is None:
+            raise HyperrestartError(f"{path}: report.compare.axis `{compare['axis']}` is not a grid axis "
+                                    f"({', '.join(axis_names)})")
+        if label_for(compare["baseline"]) not in [label for label, _, _ in axis.values]:
+            raise HyperrestartError(f"{path}: report.compare.baseline `{compare['baseline']}` is not a label of "
+                                    f"axis `{axis.name}` ({', '.join(label for label, _, _ in axis.values)})")
+    run_name = data.get("run_name")
+    cli_overrides = [parse_set(item) for item in cli_sets]
+    if tiny and runner == "p3":
+        cli_overrides = TINY_P3 + cli_overrides
+    if tiny and runner == "run" and "--tiny" not in args:
+        args = list(args) + ["--tiny"]
+    runs = []
+    for index, combo in enumerate(itertools.product(*[axis.values for axis in axes])):
+        labels = {axis.name: label for axis, (label, _, _) in zip(axes, combo)}
+        overrides = list(flatten(fixed))
+        run_config = config
+        for label, axis_overrides, axis_config in combo:
+            overrides.extend(axis_overrides)
+            run_config = axis_config or run_config
+        overrides.extend(cli_overrides)
+        name = _run_name(axes, labels, run_name, path)
+        arm_axes = [a for a in axes if a.name != seed_axis]
+        arm = _run_name(arm_axes, labels, None, path) if arm_axes else "all"
+        seed = next((v for k, v in reversed(overrides) if k == seed_axis), None)
+        runs.append(Run(index, name, run_config, _dedupe(overrides), labels, arm, seed))
+    seen = {}
+    for run in runs:
+        if run.name in seen:
+            raise HyperrestartError(f"{path}: runs {seen[run.name]} and {run.index} are both named `{run.name}`; "
+                                    f"make `run_name` use every grid axis or give arms distinct labels")
+        seen[run.name] = run.index
+    return Sweep(path, str(data.get("name") or path.stem), str(data.get("description") or ""), runner, config,
+                 [str(a) for a in args], flatten(fixed), axes, run_name, report, slurm, runs)
+
+
+def _dedupe(overrides):
+    """Later overrides of the same key win; keep the position of the last one."""
+    last = {key: i for i, (key, _) in enumerate(overrides)}
+    return [(k, v) for i, (k, v) in enumerate(overrides) if last[k] == i]
+
+
+def _run_name(axes, labels, template, path):
+    if template:
+        try:
+            name = template.format(**{axis.field: labels[axis.name] for axis in axes})
+        except (KeyError, IndexError, ValueError) as exc:
+            raise HyperrestartError(f"{path}: `run_name` {template!r} uses an unknown field {exc}; fields: "
+                                    f"{', '.join(axis.field for axis in axes)}") from None
+        return NAME_SAFE.sub("-", name)
+    parts = [labels[axis.name] if axis.labelled else f"{axis.name.rsplit('.', 1)[-1]}-{labels[axis.name]}"
+             for axis in axes]
+    return "_".join(parts)
+
+
+def parse_set(text):
+    """`key=value` -> (key, value); the value is parsed as JSON when it parses (8, 1e-6, true, ["rte"]), else kept as
+    a string: the same rule as `hyperrestart run --set`."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise HyperrestartError(f"--set {text!r}: expected KEY=VALUE, e.g. --set max_steps=8")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key.strip(), value
+
+
+# --- running one run ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Job:
+    """Everything needed to execute one run (picklable, for submitit)."""
+
+    sweep_name: str
+    runner: str
+    run: Run
+    run_dir: str
+    extra_args: list
+    report: dict
+
+    @property
+    def fingerprint(self):
+        return self.run.fingerprint(self.runner, self.extra_args)
+
+    def overrides(self):
+        """The run's overrides with $VARS expanded (raises naming a missing variable)."""
+        return expand_env(self.run.overrides, f"run {self.run.index} ({self.run.name})")
+
+    def command(self):
+        return RUNNERS[self.runner].command(self.run.config, self.overrides(), self.run_dir, self.extra_args)
+
+
+def make_jobs(sweep, output_root, extra_args=()):
+    root = Path(output_root).resolve()
+    return [Job(sweep.name, sweep.runner, run, str(root / run.name), list(sweep.args) + list(extra_args),
+                sweep.report) for run in sweep.runs]
+
+
+def completion(run_dir):
+    """The completion marker's content, or None when the run has not finished."""
+    marker = Path(run_dir) / COMPLETE_MARKER
+    try:
+        return json.loads(marker.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def is_finished(job):
+    """True when the run finished with this job's fingerprint; an error when it finished with another."""
+    done = completion(job.run_dir)
+    if done is None:
+        return False
+    if done.get("fingerprint") != job.fingerprint:
+        raise HyperrestartError(
+            f"{job.run_dir} holds a finished run with other settings (fingerprint {done.get('fingerprint')} != "
+            f"{job.fingerprint}: the config or overrides changed); use another --output-root or delete that directory")
+    return True
+
+
+def _write_json_atomic(path, content):
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(content, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir):
+    handle = open(Path(run_dir) / ".sweep.lock", "w")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise HyperrestartError(f"{run_dir} is being run by another process right now; wait for it") from None
+        yield
+    finally:
+        handle.close()
+
+
+def execute(job, quiet=False):
+    """Run one job unless finished; returns 'skipped', 'done'; raises HyperrestartError when the runner fails."""
+    if is_finished(job):
+        if not quiet:
+            print(f"[{job.run.index}] {job.run.name}: finished already, skipped", flush=True)
+        return "skipped"
+    run_dir = Path(job.run_dir)
+    command = job.command()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _run_lock(run_dir):
+        RUNNERS[job.runner].prepare(job.run.config, job.overrides(), run_dir)
+        info = {"sweep": job.sweep_name, "runner": job.runner, "index": job.run.index, "name": job.run.name,
+                "arm": job.run.arm, "seed": job.run.seed, "labels": job.run.labels, "config": job.run.config,
+                "overrides": [[k, v] for k, v in job.run.overrides], "report": job.report,
+                "fingerprint": job.fingerprint, "command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        _write_json_atomic(run_dir / RUN_INFO, info)
+        if not quiet:
+            print(f"[{job.run.index}] {job.run.name}: {shlex.join(command[1:])}", flush=True)
+        started = time.monotonic()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(PROJECT_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        with open(run_dir / RUN_LOG, "ab") as log:
+            log.write(f"$ {shlex.join(command)}\n".encode())
+            log.flush()
+            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        elapsed = time.monotonic() - started
+        if code != 0:
+            tail = (run_dir / RUN_LOG).read_text(errors="replace").splitlines()[-15:]
+            raise HyperrestartError(f"run {job.run.index} ({job.run.name}) failed with exit code {code} after "
+                                    f"{elapsed:.0f}s; log: {run_dir / RUN_LOG}\n  " + "\n  ".join(tail))
+        _write_json_atomic(run_dir / COMPLETE_MARKER, dict(info, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                                           seconds=round(elapsed, 1)))
+    if not quiet:
+        print(f"[{job.run.index}] {job.run.name}: done in {elapsed:.1f}s", flush=True)
+    return "done"
+
+
+def execute_submitted(job):
+    """The function submitit runs on a node (must be importable): execute one job, return its status."""
+    return execute(job)
+
+
+# --- launching many -----------------------------------------------------------------------------------------------
+def check_jobs(jobs):
+    """Fail before anything runs: unset $VARS, finished dirs with other settings."""
+    for job in jobs:
+        job.command()
+        is_finished(job)
+
+
+def launch_local(jobs, keep_going=False):
+    """Run the jobs in turn, skipping finished ones; returns {status: count}; failures raise unless keep_going."""
+    check_jobs(jobs)
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    errors = []
+    for job in jobs:
+        try:
+            counts[execute(job)] += 1
+        except HyperrestartError as exc:
+            if not keep_going:
+                raise
+            counts["failed"] += 1
+            errors.append(str(exc))
+            print(str(exc), file=sys.stderr)
+    if errors:
+        raise HyperrestartError(f"{len(errors)} of {len(jobs)} runs failed (see above)")
+    return counts
+
+
+def parse_mem_gb(value):
+    """'64G' / '64GB' / 64 / '500M' -> GB (float)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?)B?\s*", str(value), re.IGNORECASE)
+    if not match:
+        raise HyperrestartError(f"slurm mem {value!r}: use e.g. 64G or 500M")
+    scale = {"K": 1 / 1024 ** 2, "M": 1 / 1024, "G": 1, "T": 1024, "": 1}[match.group(2).upper()]
+    return float(match.group(1)) * scale
+
+
+def parse_time_min(value):
+    """SLURM time ('D-HH:MM:SS', 'HH:MM:SS', 'MM', minutes as a number) -> minutes."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return int(value)
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", str(value).strip())
+    if not match:
+        raise HyperrestartError(f"slurm time {value!r}: use D-HH:MM:SS, HH:MM:SS or minutes")
+    days, first, second, third = match.groups()
+    if second is None and days is None:
+        hours, minutes, seconds = 0, int(first), 0
+    elif third is None and second is not None and days is None:
+        hours, minutes, seconds = 0, int(first), int(second)  # MM:SS as SLURM reads it
+    else:
+        hours, minutes, seconds = int(first), int(second or 0), int(third or 0)
+    return int(days or 0) * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+
+
+def executor_parameters(slurm):
+    """The spec's `slurm:` section (plus flags) -> submitit AutoExecutor parameters."""
+    params = {"name": slurm.get("name", "hyperrestart"), "nodes": int(slurm.get("nodes", 1)), "tasks_per_node": 1}
+    if slurm.get("gpus") is not None:
+        params["gpus_per_node"] = int(slurm["gpus"])
+    if slurm.get("cpus") is not None:
+        params["cpus_per_task"] = int(slurm["cpus"])
+    if slurm.get("mem") is not None:
+        params["mem_gb"] = parse_mem_gb(slurm["mem"])
+    if slurm.get("time") is not None:
+        params["timeout_min"] = parse_time_min(slurm["time"])
+    for key, param in (("partition", "slurm_partition"), ("array_parallelism", "slurm_array_parallelism"),
+                       ("account", "slurm_account"), ("qos", "slurm_qos"), ("constraint", "slurm_constraint")):
+        if slurm.get(key) is not None:
+            params[param] = slurm[key]
+    if slurm.get("additional"):
+        params["slurm_additional_parameters"] = dict(slurm["additional"])
+    return params
+
+
+def launch_submitit(jobs, output_root, slurm, cluster=None, wait=False):
+    """Submit the unfinished jobs as one array (submitit AutoExecutor.map_array); cluster None = SLURM when
+    available, 'local'/'debug' run them on this machine. Returns (submitted jobs, skipped count)."""
+    import submitit
+
+    check_jobs(jobs)
+    pending = [job for job in jobs if not is_finished(job)]
+    skipped = len(jobs) - len(pending)
+    if not pending:
+        return [], skipped
+    folder = Path(output_root).resolve() / ".submitit" / "%j"
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    if cluster is None and executor.cluster != "slurm":
+        raise HyperrestartError("--launch slurm: no SLURM here (sbatch not found); run on the cluster's login "
+                                "node, or use --launch local / --task-id K")
+    executor.update_parameters(**executor_parameters(slurm))
+    submitted = executor.map_array(execute_submitted, pending)
+    if wait:
+        failures = []
+        for job, sub in zip(pending, submitted):
+            try:
+                sub.result()
+            except Exception as exc:  # noqa: BLE001 - submitit wraps the remote error
+                failures.append(f"{job.run.name} ({sub.job_id}): {str(exc).strip().splitlines()[-1]}")
+        if failures:
+            raise HyperrestartError("runs failed:\n  " + "\n  ".join(failures))
+    return list(zip(pending, submitted)), skipped
