@@ -334,14 +334,8 @@ def parse_spec(path, cli_sets=(), tiny=False):
     if not isinstance(grid, dict) or not grid:
         raise HyperrestartError(f"{path}: `grid` must be a non-empty mapping of axes (e.g. `seed: [1, 2, 3]`)")
     axes = [axis for name, values in grid.items() for axis in _parse_axis(str(name), values, path)]
-    report = data.get("report") or {}
-    if not isinstance(report, dict) or set(report) - set(REPORT_KEYS):
-        raise HyperrestartError(f"{path}: `report` must be a mapping with keys among {', '.join(REPORT_KEYS)}; "
-                                f"unknown: {', '.join(sorted(set(report) - set(REPORT_KEYS))) if isinstance(report, dict) else report!r}")
-    slurm = data.get("slurm") or {}
-    if not isinstance(slurm, dict) or set(slurm) - set(SLURM_KEYS):
-        raise HyperrestartError(f"{path}: `slurm` must be a mapping with keys among {', '.join(SLURM_KEYS)}; "
-                                f"unknown: {', '.join(sorted(set(slurm) - set(SLURM_KEYS))) if isinstance(slurm, dict) else slurm!r}")
+    report = _section(data, "report", REPORT_KEYS, path)
+    slurm = _section(data, "slurm", SLURM_KEYS, path)
     seed_axis = report.get("seed_axis", "seed")
     axis_names = [axis.name for axis in axes]
     if "seed_axis" in report and seed_axis not in axis_names:
@@ -385,6 +379,19 @@ def parse_spec(path, cli_sets=(), tiny=False):
         seen[run.name] = run.index
     return Sweep(path, str(data.get("name") or path.stem), str(data.get("description") or ""), runner, config,
                  [str(a) for a in args], flatten(fixed), axes, run_name, report, slurm, runs)
+
+
+def _section(data, key, allowed, path):
+    """An optional mapping section (report:, slurm:) with only the allowed keys."""
+    section = data.get(key) or {}
+    if not isinstance(section, dict):
+        raise HyperrestartError(f"{path}: `{key}` must be a mapping with keys among {', '.join(allowed)}, "
+                                f"got {section!r}")
+    unknown = sorted(set(section) - set(allowed))
+    if unknown:
+        raise HyperrestartError(f"{path}: unknown key(s) in `{key}`: {', '.join(unknown)}; allowed: "
+                                f"{', '.join(allowed)}")
+    return section
 
 
 def _dedupe(overrides):
