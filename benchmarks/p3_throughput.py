@@ -8,6 +8,7 @@ synthetic P3 data for --seconds each; "tokens" = real (non-pad) source + target 
     python benchmarks/p3_throughput.py [--size tiny|base] [--batch-size 32] [--seconds 20] [--device cpu|cuda]
 """
 import argparse
+import math
 import sys
 import tempfile
 import time
@@ -74,7 +75,11 @@ def main():
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--rows-per-task", type=int, default=500)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch (default 1: stable figures on a shared machine; 0 = torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     runner = runner_module()
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -120,9 +125,19 @@ def main():
                            "attention_mask": torch.tensor([[1] * len(row["input_ids"]) + [0] * (512 - len(row["input_ids"]))]),
                            "labels": torch.tensor([target])}
 
+        def epoch_nonpad(batches, count):
+            real = padded = 0
+            for _, batch in zip(range(count), batches):
+                real += int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum())
+                padded += batch["input_ids"].numel() + batch["labels"].numel()
+            return real / padded
+
+        full_epoch = math.ceil(len(train) / args.batch_size)
+        print(f"non-pad over one epoch: runner {100 * epoch_nonpad(runner_batches(), full_epoch):.1f}%, "
+              f"naive {100 * epoch_nonpad(naive_batches(), len(train)):.1f}%")
         mean_len = float(np.mean(lengths))
         print(f"model {args.size}, device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), "
-              f"bf16 {use_bf16}, {len(train)} rows, mean source length {mean_len:.1f} tokens, {args.seconds:.0f}s each")
+              f"bf16 {use_bf16}, {torch.get_num_threads()} CPU thread(s), {len(train)} rows, mean source length {mean_len:.1f} tokens, {args.seconds:.0f}s each")
         naive = measure(make_model(args.size, model_dir, device), naive_batches(), device, args.seconds, autocast)
         ours = measure(make_model(args.size, model_dir, device), runner_batches(), device, args.seconds, autocast)
         print(f"naive (batch 1, pad to 512/32): {naive[0]:10.0f} tokens/s  non-pad {100 * naive[1]:5.1f}%  "

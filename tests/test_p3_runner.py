@@ -25,6 +25,14 @@ LR, ETA_MIN, UNIT, STEPS = 3e-3, 1e-5, 5, 35  # 35 / 5 = 7 scheduler steps = 1 +
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model gains nothing from threads; on a busy machine they thrash
+    yield _setup(tmp_path_factory)
+    torch.set_num_threads(threads)
+
+
+def _setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("p3run")
     src = write_synthetic_p3(root / "src", "tfrecord", count=80)
     tasks = root / "tasks.txt"
