@@ -235,8 +235,10 @@ def test_submitit_debug_executor_reruns_only_the_unfinished_run(tiny_sweep, caps
 def test_failed_run_gets_no_marker_and_a_clear_error(tiny_sweep, tmp_path, capsys):
     spec = write_spec(tmp_path, f"runner: p3\nconfig: {BASE}\ngrid: {{seed: [1]}}\n")
     out = tmp_path / "o"
-    assert cli_main(["sweep", str(spec), "--tiny", "--set", "no_such_option=1", "--task-id", "0",
+    # `hyperrestart p3 --python /bin/false`: the runner exits 1 at once
+    assert cli_main(["sweep", str(spec), "--tiny", "--runner-args", "--python /bin/false", "--task-id", "0",
                      "--output-root", str(out)]) == 1
     err = capsys.readouterr().err
-    assert "run 0 (seed-1) failed with exit code 2" in err and "unknown option(s) ['no_such_option']" in err
-    assert not (out / "seed-1" / sweeps.COMPLETE_MARKER).exists() and (out / "seed-1" / sweeps.RUN_LOG).exists()
+    assert "run 0 (seed-1) failed with exit code 1" in err and "sweep.log" in err
+    assert not (out / "seed-1" / sweeps.COMPLETE_MARKER).exists()
+    assert "--python /bin/false" in (out / "seed-1" / sweeps.RUN_LOG).read_text()
