@@ -82,20 +82,31 @@ def checkout_pinned(cache, upstream, workdir: Path):
     gitops.run(workdir, "remote", "add", "origin", upstream.url)
 
 
-def apply_patch(workdir, name, path):
-    """git am with zero fuzz; on failure abort and raise naming the patch, file, hunk and mismatching lines."""
-    env = dict(gitops.IDENTITY)
-    env.pop("GIT_AUTHOR_NAME"), env.pop("GIT_AUTHOR_EMAIL")  # authorship comes from the patch
+def apply_patches(workdir, patches):
+    """Apply [(name, path)] in order with one `git am` (zero fuzz). On failure keep the patches that applied,
+    and raise naming the failing patch, file, hunk and mismatching lines."""
+    if not patches:
+        return
+    env = {k: v for k, v in gitops.IDENTITY.items() if k.startswith("GIT_COMMITTER")}  # authors come from patches
+    before = gitops.run(workdir, "rev-parse", "HEAD")
     try:
         gitops.run(workdir, "am", "-q", "--keep", "--keep-cr", "--committer-date-is-author-date",
-                   "--whitespace=nowarn", str(path), env=env)
+                   "--whitespace=nowarn", *[str(path) for _, path in patches], env=env)
     except gitops.GitError as exc:
+        applied = int(gitops.run(workdir, "rev-list", "--count", f"{before}..HEAD"))
         try:
-            gitops.run(workdir, "am", "--abort")
+            gitops.run(workdir, "am", "--quit")  # keep what applied: the diagnosis reads the tree it failed on
+            gitops.run(workdir, "reset", "-q", "--hard")
         except gitops.GitError:
             pass
+        name, path = patches[applied]
         detail = patchcheck.diagnose_failure(path, workdir)
-        raise PatchApplyError(f"patch {name} does not apply:\n  {detail}\n  git: {exc.stderr.splitlines()[0] if exc.stderr else ''}")
+        raise PatchApplyError(f"patch {name} does not apply:\n  {detail}\n"
+                              f"  git: {exc.stderr.splitlines()[0] if exc.stderr else ''}") from None
+
+
+def apply_patch(workdir, name, path):
+    apply_patches(workdir, [(name, path)])
 
 
 def apply_overlay(workdir, overlay):
@@ -116,10 +127,10 @@ def build_tree(cache, inputs: Inputs, workdir: Path, log=print) -> str:
     for name, path, _ in inputs.patches:
         for touched in patchcheck.touched_paths(patchcheck.parse_patch(path)):
             patchcheck.check_inside_tree(workdir, touched, name)
-        try:
-            apply_patch(workdir, name, path)
-        except PatchApplyError as exc:
-            raise PatchApplyError(f"{upstream.name} at {upstream.commit[:12]} (profile {inputs.profile}): {exc}") from None
+    try:
+        apply_patches(workdir, [(name, path) for name, path, _ in inputs.patches])
+    except PatchApplyError as exc:
+        raise PatchApplyError(f"{upstream.name} at {upstream.commit[:12]} (profile {inputs.profile}): {exc}") from None
     gitops.run(workdir, "tag", "-f", PATCHED_TAG)
     apply_overlay(workdir, inputs.overlay)
     return gitops.tree_of(workdir, "HEAD")
