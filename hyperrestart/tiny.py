@@ -20,7 +20,7 @@ from pathlib import Path
 from .paths import cache_dir as _default_cache_dir
 
 # Bump when the generated files change: the cache key includes it, so old caches are never reused.
-MODEL_VERSION = "t5-tiny-v1"
+MODEL_VERSION = "t5-tiny-v2"
 GLUE_VERSION = "glue-tiny-v1"
 SEED = 1234
 
@@ -249,6 +249,10 @@ def _build_model(out: Path):
     tokenizer = T5Tokenizer(vocab_file=str(spm_file), extra_ids=EXTRA_IDS, legacy=True, model_max_length=512)
     tokenizer.save_pretrained(str(out))
     spm_file.unlink()
+    # transformers 3.x re-adds the extra ids listed there and asserts they are consecutive after its own 100 extra
+    # ids (they are not: "Non-consecutive added token '<extra_id_99>'"); today's versions rebuild them from
+    # tokenizer_config.json, so the file is redundant.
+    (out / "added_tokens.json").unlink(missing_ok=True)
     config = T5Config(vocab_size=len(tokenizer), **MODEL_CONFIG)
     torch.manual_seed(SEED)
     model = T5ForConditionalGeneration(config).eval()
