@@ -62,6 +62,7 @@ def test_forward_pass_gives_finite_loss(model_dir):
     assert generated.shape[0] == 2
 
 
+@pytest.mark.slow  # builds a second model (SentencePiece training)
 def test_model_is_deterministic(model_dir, tmp_path):
     import torch
     from transformers import T5ForConditionalGeneration
