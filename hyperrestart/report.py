@@ -9,7 +9,8 @@ What a run directory holds, and what is read:
   `.hyperrestart-complete.json` (finished). Without them the arm is the directory name minus a trailing seed part.
 - P3 runner (`hyperrestart p3`): eval_log.csv (step, rougeL_micro, rougeL_macro), train_log.csv (step, loss, lr),
   eval/step_N.json (per-task scores). The table's score is the last evaluation's micro Rouge-L (the paper's metric).
-- upstream GLUE trainers (`hyperrestart run`): test_results.json / val_results.json (keys `<task>_eval_<metric>`,
+- upstream GLUE trainers (`hyperrestart run`): test_results.json / val_results.json (hyperformer) or
+  eval_results.json (hyperdecoders, patch 0017) (keys `<task>_eval_<metric>`,
   `eval_average_metrics`), else the last evaluation in trainer_state.json's log_history; curves from log_history
   (loss, learning_rate, eval_average_metrics). Per-task column = mean of the task's metrics; Avg = the upstream's
   `average_metrics` (mean over every metric value), which is what the trainers select checkpoints by.
@@ -133,7 +134,9 @@ def _latest_state(run_dir):
 
 
 def read_glue(run_dir, split="test"):
-    files = {"test": ["test_results.json", "val_results.json"], "val": ["val_results.json", "test_results.json"]}
+    # hyperformer writes val_/test_results.json; hyperdecoders (patch 0017-metric-files) eval_/test_results.json
+    files = {"test": ["test_results.json", "val_results.json", "eval_results.json"],
+             "val": ["val_results.json", "eval_results.json", "test_results.json"]}
     state = _latest_state(run_dir) or {}
     history = state.get("log_history", [])
     scores, source = {}, None
@@ -194,7 +197,7 @@ def load_run(run_dir, split="test", select="last"):
 
 def is_run_dir(path):
     return any((path / name).exists() for name in (RUN_INFO, "eval_log.csv", "trainer_state.json",
-                                                   "test_results.json", "val_results.json"))
+                                                   "test_results.json", "val_results.json", "eval_results.json"))
 
 
 def find_runs(paths):
