@@ -192,7 +192,7 @@ def hyperdecoder_unusable_reason():
              " encoder_adapter='manual', decoder_adapter='generated', encoder_adapter_dim=4, decoder_adapter_dim=4,"
              " hypernetwork_bottleneck=8, tasks=['t'], adapter_norm_input=True, process_encoder_output=True)\n"
              "m = M(c); x = torch.randint(2, 50, (2, 5)); a = torch.ones_like(x)\n"
-             "m(input_ids=x, attention_mask=a, labels=x).loss.backward()\n"
+             "m(input_ids=x, attention_mask=a, labels=x, use_cache=False).loss.backward()\n"
              "m.eval(); m.generate(input_ids=x, attention_mask=a, max_new_tokens=3, tasks=['t', 't'])\n")
     result = subprocess.run([sys.executable, "-c", smoke, str(TREE)], capture_output=True, text=True, timeout=120)
     if result.returncode:

@@ -2,7 +2,7 @@
 
 `--model t5` runs the project's copy of the runner with the current python; no upstream tree is needed.
 `--model hyperdecoder` needs hyperdecoders' adapter T5: it runs the runner copy inside the materialised tree
-(upstream/hyperdecoders/hyperdecoder/p3_trainer.py) when bootstrap put it there, else the project's copy pointed at the
+(upstream/hyperdecoders/hyperdecoder/p3_trainer.py) when bootstrap put it there and it equals the project's copy, else the project's copy pointed at the
 tree with --hyperdecoders_path. `--python` picks another interpreter (e.g. the tree's own environment);
 `--nproc-per-node N` launches N processes with torchrun. Runner options not listed here go after `--`.
 """
@@ -78,7 +78,7 @@ def build_command(args):
         if not (tree / "modeling" / "adapter_t5.py").is_file():
             raise HyperrestartError(f"--model hyperdecoder needs the hyperdecoders tree: {tree}/modeling/adapter_t5.py "
                                     "is missing; run `python bootstrap.py` (or pass --hyperdecoders-tree DIR)")
-        if (tree / "p3_trainer.py").is_file():
+        if (tree / "p3_trainer.py").is_file() and (tree / "p3_trainer.py").read_bytes() == RUNNER.read_bytes():
             script = tree / "p3_trainer.py"
         else:
             passed += ["--hyperdecoders_path", str(tree)]

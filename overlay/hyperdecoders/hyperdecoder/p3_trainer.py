@@ -586,7 +586,7 @@ def main(argv=None):
             sync = dist.world == 1 or i == accum - 1
             context = model.no_sync() if not sync else _null()
             with context, autocast():
-                out = model(**batch)
+                out = model(**batch, use_cache=False)  # teacher forcing needs no cache (and the adapter T5 breaks with one)
                 n_tokens = int((batch["labels"] != -100).sum())
                 loss = out.loss.float() * n_tokens / max(target_tokens, 1)
             loss.backward()
