@@ -84,7 +84,7 @@ def summarize(output_dir: Path, config, log_text=""):
                      + " (steps after which the lr went back up)")
     else:
         lines.append("lr trace:     none found (no trainer_state.json with learning_rate entries)")
-    metrics = sorted(p for p in output_dir.glob("*.json") if p.name not in ("config.json", "trainer_state.json"))
+    metrics = sorted(p for p in output_dir.glob("*.json") if "results" in p.name or "metrics" in p.name)
     lines.append("metrics:      " + (", ".join(p.name for p in metrics) if metrics else "none"))
     checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
                          if p.name.split("-")[-1].isdigit() else 0)
