@@ -1,6 +1,7 @@
 """`hyperrestart` command line: each verb lives in hyperrestart/commands/<module>.py and registers itself."""
 import argparse
 import importlib
+import os
 import sys
 
 from .errors import HyperrestartError
@@ -37,6 +38,9 @@ def main(argv=None, prog="hyperrestart"):
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head`: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
