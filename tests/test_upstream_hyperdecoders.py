@@ -19,7 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-TREE = ROOT / "upstream" / "hyperdecoders"
+# The materialised tree: <root>/upstream/hyperdecoders, or <$HYPERRESTART_UPSTREAM_DEST>/hyperdecoders.
+TREE = Path(os.environ.get("HYPERRESTART_UPSTREAM_DEST") or ROOT / "upstream") / "hyperdecoders"
 SCRIPT_DIR = TREE / "hyperdecoder"
 CONFIGS = ROOT / "configs" / "hyperdecoders"
 TASKS = ["rte", "stsb"]  # small GLUE tasks: split_validation_test halves their validation split
