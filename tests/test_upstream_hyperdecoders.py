@@ -3,6 +3,7 @@
 Checks the logged learning rate at every optimizer step against eq. 5 (computed here, independently of the
 scheduler), a second scheduler (linear with warmup) against its formula, the metric files written by the final
 generate()-based evaluation and test, and that resuming from a mid-cycle checkpoint continues the same lr sequence.
+The restart run is in the default suite; the resume and linear runs are marked slow (`pytest -m slow`).
 Needs `python bootstrap.py` (profile modern) to have materialised <root>/upstream/hyperdecoders and transformers 4.57.
 """
 import importlib.util
@@ -154,6 +155,7 @@ def test_restart_run_writes_generate_metrics_and_checkpoints(restart_run):
     assert "Running Evaluation" in log and "Average results" in log
 
 
+@pytest.mark.slow  # a second training run (~25 s CPU)
 def test_resume_from_mid_cycle_checkpoint_continues_the_lr_sequence(restart_run):
     out, cfg, _, tmp = restart_run
     checkpoint = out / "checkpoint-8"  # mid-cycle: the third cycle runs over steps 7..14
@@ -171,6 +173,7 @@ def test_resume_from_mid_cycle_checkpoint_continues_the_lr_sequence(restart_run)
         assert again[step] == pytest.approx(eq5(step), rel=1e-9)
 
 
+@pytest.mark.slow  # a second training run (~20 s CPU)
 def test_linear_scheduler_run_without_evaluation(tiny, tmp_path_factory):
     """Another scheduler through the same script; do_eval false with no evaluation strategy (upstream TypeError)."""
     model, data = tiny
