@@ -232,6 +232,7 @@ def _real_or_skip(name):
         pytest.skip(str(exc))
 
 
+@pytest.mark.slow  # a real 16-step training run with evaluation: a minute or more per upstream on a busy CPU
 @pytest.mark.parametrize("config", ["hyperdecoders/glue_restart.json", "hyperformer/hyperformer_restart.json"])
 def test_tiny_restart_run_end_to_end(config, tmp_path):
     name = config.split("/")[0]
