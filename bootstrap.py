@@ -9,7 +9,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from hyperrestart.cli import main  # noqa: E402
+from hyperrestart.cli import console_main  # noqa: E402
 from hyperrestart.commands.vendor import VERBS  # noqa: E402
 
 if __name__ == "__main__":
@@ -17,4 +17,4 @@ if __name__ == "__main__":
     known = set(VERBS) | {"materialize", "env"}
     if not argv or (argv[0] not in known and argv[0] not in ("-h", "--help")):
         argv = ["materialise", *argv]
-    sys.exit(main(argv, prog="bootstrap.py"))
+    sys.exit(console_main(argv, prog="bootstrap.py"))

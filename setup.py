@@ -28,5 +28,5 @@ setup(
     package_data={"hyperrestart.p3": ["P3_tasks.txt"], "hyperrestart": ["*.json"]},
     install_requires=["GitPython>=3.1", "unidiff>=0.7", "tqdm>=4"],
     extras_require={"train": TRAIN, "cluster": CLUSTER, "test": TEST, "all": TRAIN + CLUSTER + TEST},
-    entry_points={"console_scripts": ["hyperrestart=hyperrestart.cli:main"]},
+    entry_points={"console_scripts": ["hyperrestart=hyperrestart.cli:console_main"]},
 )

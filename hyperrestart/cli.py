@@ -38,10 +38,16 @@ def main(argv=None, prog="hyperrestart"):
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # output piped into `head`: not an error of ours
+
+
+def console_main(argv=None, prog="hyperrestart"):
+    """Entry point of the `hyperrestart` script and bootstrap.py: main() plus quiet exit when piped into `head`."""
+    try:
+        return main(argv, prog)
+    except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())
