@@ -205,6 +205,7 @@ def test_env_needs_torch_and_says_how_to_install_it(tmp_path):
     assert not (tmp_path / "v").exists()
 
 
+@pytest.mark.slow  # builds a real venv and runs pip (10-60 s)
 def test_env_is_created_reusing_torch_then_idempotent(tmp_path):
     (tmp_path / "hyperformer.txt").write_text("# nothing to install\n")
     (tmp_path / "hyperformer-nodeps.txt").write_text("")
