@@ -10,6 +10,9 @@ TRAIN = [
     "numpy<2",
     "pyarrow<20",
     "rouge-score>=0.1.2",
+    "sacrebleu",  # hyperdecoders/hyperformer metrics import it
+    "scikit-learn",
+    "scipy",
     "nltk",
     "tfrecord>=1.14",
     "tensorboard",
