@@ -209,6 +209,7 @@ def _build_once(final: Path, build):
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp-", dir=final.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the cache is read like any other model folder
     try:
         build(tmp)
         (tmp / ".complete").write_text("ok\n")
