@@ -1,6 +1,5 @@
 """`hyperrestart plot-lr CONFIG`: the learning rate a config produces over its max_steps, as a PNG, and whether a
 restart run stops at a cycle end."""
-import math
 import warnings
 from pathlib import Path
 

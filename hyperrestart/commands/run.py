@@ -1,6 +1,5 @@
 """`hyperrestart run CONFIG`: run an upstream's training script on a config, in that upstream's environment."""
 import json
-import os
 import subprocess
 import sys
 import time
