@@ -484,7 +484,6 @@ def evaluate(args, model, tokenizer, dataset, device, autocast, step):
 # ------------------------------------------------------------------------------------------------------ training
 def main(argv=None):
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     dist = Dist()
     device = dist.device
     output_dir = Path(args.output_dir)
@@ -672,4 +671,6 @@ def make_reporters(args, output_dir):
 
 
 if __name__ == "__main__":
+    # configured here, not in main(): a caller in the same process (tests, notebooks) keeps its own logging
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sys.exit(main())
