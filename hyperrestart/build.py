@@ -76,7 +76,8 @@ def checkout_pinned(cache, upstream, workdir: Path):
     """A fresh repository at the pinned commit on branch `hyperrestart`, objects copied from the cache."""
     workdir.mkdir(parents=True)
     gitops.init_repo(workdir)
-    gitops.run(workdir, "fetch", "-q", "--no-tags", str(cache), pinned_ref(upstream.commit))
+    # --depth 1 records the pinned commit as a shallow root, so history tools (rebase -i, log) work in the tree
+    gitops.run(workdir, "fetch", "-q", "--no-tags", "--depth", "1", f"file://{cache}", pinned_ref(upstream.commit))
     gitops.run(workdir, "checkout", "-q", "-b", "hyperrestart", upstream.commit)
     gitops.run(workdir, "tag", "-f", BASE_TAG, upstream.commit)
     gitops.run(workdir, "remote", "add", "origin", upstream.url)
