@@ -5,7 +5,8 @@ subprocess with that environment's python. Checks: the paper's released hyperfor
 scheduler name "consine_annealing_restart"), logs eq. 5's learning rate at every optimizer step (computed here,
 independently of the scheduler); the generate()-based validation and test write their metric files; a run resumed from
 a mid-cycle checkpoint continues the identical lr sequence; the canonical name with other T_0 / T_mult / eta_min and a
-warmup follows eq. 5 shifted by the warmup.
+warmup follows eq. 5 shifted by the warmup. The restart run is in the default suite; the resume and canonical-name
+runs are marked slow (`pytest -m slow`).
 
 Needs `python bootstrap.py` (profile modern) to have materialised <root>/upstream/hyperformer (or
 $HYPERRESTART_UPSTREAM_DEST/hyperformer) and the hyperformer environment: `hyperrestart env hyperformer`, or
@@ -156,6 +157,7 @@ def test_generate_evaluation_writes_metric_files(restart_run):
     assert (out / "pytorch_model.bin").is_file() and (out / "checkpoint-10" / "scheduler.pt").is_file()
 
 
+@pytest.mark.slow  # a second training run (~15 s on 2 CPU cores)
 def test_resume_from_mid_cycle_checkpoint_continues_the_lr_sequence(setup, restart_run):
     out, _ = restart_run
     # Upstream resumes from output_dir itself (model, optimizer.pt, scheduler.pt, trainer_state.json): step 10 lies
@@ -170,6 +172,7 @@ def test_resume_from_mid_cycle_checkpoint_continues_the_lr_sequence(setup, resta
     assert (resumed / "test_results.json").is_file()
 
 
+@pytest.mark.slow  # a second training run (~12 s on 2 CPU cores)
 def test_canonical_name_with_warmup_and_other_cycle_lengths(setup):
     out = setup["root"] / "canonical"
     settings = dict(eta_max=1e-3, eta_min=1e-5, t_0=2, t_mult=3, warmup=3)
