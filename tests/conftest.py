@@ -4,6 +4,13 @@ from pathlib import Path
 
 import pytest
 
+try:
+    # submitit configures logging with dictConfig at import, which closes every existing handler; absl's handler
+    # (imported with tensorboard by the in-process P3 runner tests) closes sys.stderr when closed. Import it first.
+    import submitit  # noqa: F401
+except ImportError:
+    pass
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
