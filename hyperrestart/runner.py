@@ -106,7 +106,14 @@ def process_env(upstream: Upstream, tree: Path, base=None) -> dict:
     return env
 
 
+# hyperformer reads no LOCAL_RANK and transformers 3.5.1 hard-codes NCCL: N processes would be N independent runs.
+SINGLE_PROCESS = {"hyperformer"}
+
+
 def command(upstream: Upstream, python, config_file, nproc=None):
+    if nproc and nproc > 1 and upstream.name in SINGLE_PROCESS:
+        raise HyperrestartError(f"--nproc {nproc}: {upstream.name} cannot train data-parallel (it reads no LOCAL_RANK, "
+                                f"so the processes would be independent runs); run it on one process")
     if nproc and nproc > 1:
         return [str(python), "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                 upstream.script, str(config_file)]

@@ -155,8 +155,11 @@ def test_failing_script_exits_non_zero_and_names_the_log(tmp_path, capsys):
 def test_command_and_environment(tmp_path):
     hf = runner.UPSTREAMS["hyperformer"]
     assert runner.command(hf, "py", "c.json") == ["py", "finetune_t5_trainer.py", "c.json"]
-    assert runner.command(hf, "py", "c.json", nproc=4) == [
-        "py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "finetune_t5_trainer.py", "c.json"]
+    with pytest.raises(HyperrestartError, match="hyperformer cannot train data-parallel"):
+        runner.command(hf, "py", "c.json", nproc=4)
+    hd = runner.UPSTREAMS["hyperdecoders"]
+    assert runner.command(hd, "py", "c.json", nproc=4) == [
+        "py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "finetune_trainer.py", "c.json"]
     env = run_cmd.run_env(hf, tmp_path / "hyperformer", {"data_dir": "/d"}, tmp_path / "o", tiny=True)
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path / "hyperformer")
     assert (env["HYPERRESTART_DATA_DIR"], env["HF_HUB_OFFLINE"], env["CUDA_VISIBLE_DEVICES"]) == ("/d", "1", "")
