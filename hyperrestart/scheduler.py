@@ -1,21 +1,8 @@
 """The restart scheduler, loaded from its single source in overlay/common (the file dropped into both upstreams)."""
-import importlib.util
-import sys
-
+from .overlay_import import load_overlay_module
 from .paths import RESTART_SCHEDULER_FILE
 
-
-def _load():
-    name = "hyperrestart._restart_scheduler"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, RESTART_SCHEDULER_FILE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_module = _load()
+_module = load_overlay_module("hyperrestart._restart_scheduler", RESTART_SCHEDULER_FILE)
 RestartScheduler = _module.RestartScheduler
 cycle_end_steps = _module.cycle_end_steps
 nearest_aligned_steps = _module.nearest_aligned_steps

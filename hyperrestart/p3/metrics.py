@@ -4,11 +4,10 @@ The metric's single source is the runner (overlay/hyperdecoders/hyperdecoder/p3_
 inside the hyperdecoders tree without this package); it is loaded from there, like hyperrestart.scheduler.
 """
 import csv
-import importlib.util
-import sys
 from pathlib import Path
 
 from ..errors import HyperrestartError
+from ..overlay_import import load_overlay_module
 from ..paths import OVERLAY_DIR
 
 RUNNER_FILE = OVERLAY_DIR / "hyperdecoders" / "hyperdecoder" / "p3_trainer.py"
@@ -16,13 +15,7 @@ RUNNER_FILE = OVERLAY_DIR / "hyperdecoders" / "hyperdecoder" / "p3_trainer.py"
 
 def runner_module():
     """The P3 runner as a module (imports torch)."""
-    name = "hyperrestart._p3_trainer"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, RUNNER_FILE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_overlay_module("hyperrestart._p3_trainer", RUNNER_FILE)
 
 
 def rouge_l(predictions, references, tasks=None):
