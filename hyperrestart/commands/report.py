@@ -1,4 +1,5 @@
 """`hyperrestart report RUN_DIR...`: the paper's table layout (Markdown + CSV) and curve figures from finished runs."""
+from pathlib import Path
 
 
 def register(subparsers):
@@ -35,6 +36,7 @@ def run(args):
                             figures=not args.no_figures, with_loss=args.with_loss)
     print(markdown, end="")
     if args.out:
-        print(f"\nwritten: {args.out}/table.md, table.csv, runs.csv" + ("" if args.no_figures else
-                                                                          ", metric_curves.png, loss_curves.png"))
+        names = ["table.md", "table.csv", "runs.csv", "metric_curves.png", "loss_curves.png"]
+        written = [n for n in names if (Path(args.out) / n).exists()]  # a figure with no curve data is not drawn
+        print(f"\nwritten in {args.out}: {', '.join(written)}")
     return 0
