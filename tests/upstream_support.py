@@ -28,11 +28,12 @@ def unreachable_reason(name):
             return None
         try:
             subprocess.run(["git", "ls-remote", "--exit-code", source.location, "HEAD"], check=True, timeout=30,
-                           capture_output=True, env=dict(os.environ, GIT_TERMINAL_PROMPT="0"))
+                           capture_output=True, text=True, env=dict(os.environ, GIT_TERMINAL_PROMPT="0"))
             return None
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            tried.append(f"{source.location}: {getattr(exc, 'stderr', b'') or exc}")
-    return (f"upstream {name} is not reachable ({'; '.join(str(t)[:120] for t in tried)}); to run these tests "
+            detail = (getattr(exc, "stderr", None) or str(exc)).strip().splitlines()
+            tried.append(f"{source.location}: {detail[-1] if detail else 'failed'}")
+    return (f"upstream {name} is not reachable ({'; '.join(tried)}); to run these tests "
             f"point git at a mirror (`git config --global url.<mirror>.insteadOf {upstream.url}`) or set "
             f"HYPERRESTART_MIRROR")
 
