@@ -11,7 +11,10 @@ COMMAND_MODULES = ["vendor", "env", "run", "plot_lr", "prepare_p3", "p3", "sweep
 
 
 def build_parser(prog="hyperrestart"):
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Reproduce 'Enhancing Language Model Hypernetworks with Restart' on patched "
+                               "allenai/hyperdecoders and rabeehk/hyperformer trees. `bootstrap.py` with no verb "
+                               "materialises them; `VERB --help` for each verb.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
