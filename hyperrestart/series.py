@@ -56,10 +56,3 @@ def read_series(patches_dir, upstream, known_profiles=None):
 def profile_patches(entries, profile):
     return [e for e in entries if e.in_profile(profile)]
 
-
-def write_series(patches_dir, upstream, entries):
-    path = series_path(patches_dir, upstream)
-    lines = [e.line for e in entries]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)

@@ -22,8 +22,9 @@ def check(lock, names, profiles, *, overrides=None, bundles=None, offline=False,
     for name in names:
         upstream = lock.upstream(name)
         for entry in read_series(PATCHES_DIR, name, lock.profiles):
-            problems += patchcheck.dep3_problems(Path(PATCHES_DIR) / name / entry.name) \
-                if (Path(PATCHES_DIR) / name / entry.name).exists() else []
+            path = Path(PATCHES_DIR) / name / entry.name
+            if path.exists():  # a missing file is reported by collect_inputs below
+                problems += patchcheck.dep3_problems(path)
         try:
             cache = ensure_commit(upstream, overrides=overrides, bundles=bundles, offline=offline, log=log)
         except HyperrestartError as exc:

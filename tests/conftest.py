@@ -1,4 +1,3 @@
-import os
 import sys
 from pathlib import Path
 
@@ -12,6 +11,13 @@ except ImportError:
     pass
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A throw-away upstream and a hyperrestart project pinning it (tests/vendor_fixtures.py)."""
+    from vendor_fixtures import FakeProject
+    return FakeProject(tmp_path)
 
 
 @pytest.fixture(scope="session")

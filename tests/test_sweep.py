@@ -3,7 +3,6 @@ run locally end to end, resumed, reported, and re-run through submitit's DebugEx
 import csv
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -52,7 +51,7 @@ def test_grid_expands_into_named_runs_with_flattened_overrides(tmp_path):
 
 
 def test_run_runner_command_uses_set_and_output_dir(tmp_path):
-    spec = sweeps.parse_spec(write_spec(tmp_path, f"""
+    spec = sweeps.parse_spec(write_spec(tmp_path, """
 runner: run
 config: configs/hyperdecoders/glue_restart.json
 args: [--nproc, "2"]

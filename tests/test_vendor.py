@@ -3,6 +3,7 @@ import fcntl
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from vendor_fixtures import BOOTSTRAP, FakeProject, git, project, write  # noqa: F401
+from vendor_fixtures import BOOTSTRAP, git, write
 
 from hyperrestart import lockfile
 
@@ -64,7 +65,6 @@ def test_paper_profile_leaves_out_modern_patches(project):
 def test_fetch_falls_back_to_a_full_fetch_when_the_server_refuses_unadvertised_commits(project):
     # protocol v0 + a commit that is not a branch tip: upload-pack refuses the shallow want
     env = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "protocol.version", "GIT_CONFIG_VALUE_0": "0"}
-    import shutil
     shutil.rmtree(project.cache)
     result = project.run(env=env)
     assert result.returncode == 0, result.stderr
@@ -73,7 +73,6 @@ def test_fetch_falls_back_to_a_full_fetch_when_the_server_refuses_unadvertised_c
 
 
 def test_offline_without_cache_fails_fast_and_says_how_to_provide_a_mirror(project):
-    import shutil
     # the fake lock's URL is a local path, which --offline may use: point it at a network URL
     text = project.lock_text().replace(f'url = "{project.upstream}"', 'url = "https://example.invalid/fake"')
     (project.root / "vendor.lock").write_text(text)
@@ -89,7 +88,6 @@ def test_offline_without_cache_fails_fast_and_says_how_to_provide_a_mirror(proje
 def test_mirror_directory_and_source_override(project, tmp_path):
     text = project.lock_text().replace(f'url = "{project.upstream}"', 'url = "https://example.invalid/fake"')
     (project.root / "vendor.lock").write_text(text)
-    import shutil
     shutil.rmtree(project.cache)
     mirror = tmp_path / "mirror"
     git(tmp_path, "clone", "-q", "--mirror", str(project.upstream), str(mirror / "fake.git"))
@@ -261,7 +259,6 @@ def test_pack_then_from_materialises_without_any_source(project, tmp_path):
     pack = tmp_path / "upstreams.tar"
     result = project.run("pack", str(pack))
     assert result.returncode == 0, result.stderr
-    import shutil
     shutil.rmtree(project.cache)
     os.rename(project.upstream, tmp_path / "gone")
     result = project.run("--from", str(pack))

@@ -5,8 +5,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 BOOTSTRAP = Path(__file__).resolve().parent.parent / "bootstrap.py"
 FLAGS = ["--keep-subject", "--no-stat", "--no-signature", "--zero-commit", "--full-index"]
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
@@ -110,7 +108,3 @@ class FakeProject:
     def lock_text(self):
         return (self.root / "vendor.lock").read_text()
 
-
-@pytest.fixture
-def project(tmp_path):
-    return FakeProject(tmp_path)

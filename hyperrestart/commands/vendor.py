@@ -51,7 +51,8 @@ def cmd_check(args):
 
 def cmd_status(args):
     from ..status import status
-    return status(_load(args), _names(_load(args), args), Path(args.dest))
+    lock = _load(args)
+    return status(lock, _names(lock, args), Path(args.dest))
 
 
 def cmd_lock(args):

@@ -6,7 +6,6 @@ Kept compatible with Python 3.7 and torch 1.7 so the `paper` profile runs on the
 eq. 5: eta_t = eta_min + 1/2 (eta_max - eta_min) (1 + cos(pi T_cur / T_i)),  T_i = T_0 * T_mult^i
 """
 import logging
-import math
 import warnings
 
 from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
