@@ -57,10 +57,10 @@ config: configs/hyperdecoders/glue_restart.json
 args: [--nproc, "2"]
 grid:
   scheduler:
-    constant: {{config: configs/hyperdecoders/glue_constant.json}}
-    restart: {{}}
+    constant: {config: configs/hyperdecoders/glue_constant.json}
+    restart: {}
   eta_min: [0, 1.0e-6]
-run_name: "{{scheduler}}-eta{{eta_min}}"
+run_name: "{scheduler}-eta{eta_min}"
 """), tiny=True)
     assert [r.name for r in spec.runs] == ["constant-eta0", "constant-eta1e-06", "restart-eta0", "restart-eta1e-06"]
     assert spec.runs[0].config.endswith("glue_constant.json") and spec.runs[3].config.endswith("glue_restart.json")
