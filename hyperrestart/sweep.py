@@ -6,13 +6,13 @@ A spec (see sweeps/*.yaml)::
     runner: run                      # `run` (hyperrestart run, the patched upstream trainers) or `p3`
     config: configs/hyperdecoders/glue_restart.json   # base JSON config (relative to the project root or the spec)
     args: ["--tiny"]                 # optional extra runner arguments, before the overrides
-    set: {max_steps: 65535}          # overrides for every run; nested mappings flatten to dotted keys
+    set: {max_steps: 65535}          # overrides for every run (keys: the runner's options; values may be mappings)
     grid:                            # the runs: the product of the axes, in this order
       scheduler:                     # a labelled axis: label -> overrides (`config:` switches the base config)
         constant: {lr_scheduler: constant}
         restart: {lr_scheduler: cosine_annual_w_restarts}
-      optim: {eta_min: [0, 1.0e-6]}  # a nested scalar axis, same as `optim.eta_min: [0, 1.0e-6]`
-      seed: [1, 2, 3]                # a scalar axis: the axis name is the override key
+      eta_min: [0, 1.0e-6]           # a scalar axis: the axis name is the override key
+      seed: [1, 2, 3]
     run_name: "{scheduler}_seed{seed}"   # optional; fields are the axis names with dots as `_`
     report: {seed_axis: seed, compare: {axis: scheduler, baseline: constant}}
     slurm: {partition: gpu, gpus: 1, cpus: 8, mem: 64G, time: "2-00:00:00", array_parallelism: 16}
@@ -94,18 +94,12 @@ MERGED_CONFIG = "sweep-config.json"
 
 
 def merge_config(config, overrides):
-    """The JSON config with the overrides applied; a dotted key sets a nested value (a.b.c -> {"a": {"b": {"c"}}})."""
+    """The JSON config with the overrides applied (later ones win)."""
     try:
         merged = json.loads(Path(config).read_text())
     except ValueError as exc:
         raise HyperrestartError(f"{config}: not valid JSON ({exc}); fix the config file") from None
-    for key, value in overrides:
-        node, parts = merged, key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise HyperrestartError(f"override {key}: {part} is not a mapping in {config}")
-        node[parts[-1]] = value
+    merged.update(overrides)
     return merged
 
 
@@ -244,18 +238,6 @@ def load_yaml(path):
 
 
 # --- spec ---------------------------------------------------------------------------------------------------------
-def flatten(mapping, prefix=""):
-    """{'a': {'b': {'c': 1}}} -> [('a.b.c', 1)] (order kept); lists and scalars are leaves."""
-    items = []
-    for key, value in mapping.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            items.extend(flatten(value, dotted + "."))
-        else:
-            items.append((dotted, value))
-    return items
-
-
 def label_for(value):
     """A grid value as a file-name-safe label: 1e-06 -> '1e-06', 'cosine' -> 'cosine', [1, 2] -> '1-2'."""
     if isinstance(value, (list, tuple)):
@@ -269,7 +251,7 @@ def label_for(value):
 
 @dataclasses.dataclass
 class Axis:
-    name: str                 # as written in the spec (dotted for nested keys)
+    name: str                 # as written in the spec
     values: list              # [(label, overrides list[(key, value)], config or None)]
     labelled: bool            # label -> overrides mapping (arm) rather than a scalar list
 
@@ -348,11 +330,6 @@ def _parse_axis(name, values, spec_path):
     if isinstance(values, dict):
         if not values:
             raise HyperrestartError(f"{spec_path}: grid axis `{name}` is empty; give it at least one value or remove it")
-        if all(isinstance(v, list) for v in values.values()):
-            axes = []  # nested scalar axes: optim: {eta_min: [...]} == optim.eta_min: [...]
-            for key, sub in values.items():
-                axes.extend(_parse_axis(f"{name}.{key}", sub, spec_path))
-            return axes
         arms = []
         for label, body in values.items():
             _check_label(label, name, spec_path)
@@ -365,7 +342,7 @@ def _parse_axis(name, values, spec_path):
             body = dict(body)
             config = _resolve_config(body.pop("config"), spec_path, f"{where}.{label}.config") \
                 if "config" in body else None
-            arms.append((label_for(label), flatten(body), config))
+            arms.append((label_for(label), list(body.items()), config))
         return [Axis(name, arms, labelled=True)]
     raise HyperrestartError(f"{spec_path}: grid axis `{name}` must be a list of values or a mapping of labelled "
                             f"overrides, got {values!r}")
@@ -410,8 +387,7 @@ def _check_keys(runs, runner_kind, args, path):
             elif key not in names:
                 close = difflib.get_close_matches(key, sorted(names), n=3)
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
-                nested = " (nested keys a.b are not options)" if "." in key else ""
-                problems.setdefault((key, source), f"`{key}` (from {source}) is not one of the {what}{nested}{hint}")
+                problems.setdefault((key, source), f"`{key}` (from {source}) is not one of the {what}{hint}")
     if problems:
         raise HyperrestartError(f"{path}: key(s) the runner does not accept, found before anything runs:\n  "
                                 + "\n  ".join(problems.values()))
@@ -449,6 +425,12 @@ def parse_spec(path, cli_sets=(), tiny=False):
     axes = [axis for name, values in grid.items() for axis in _parse_axis(str(name), values, path)]
     report = _section(data, "report", REPORT_KEYS, path)
     slurm = _section(data, "slurm", SLURM_KEYS, path)
+    if report.get("published") is not None:
+        from .report import load_published
+        try:
+            load_published(report["published"])
+        except HyperrestartError as exc:
+            raise HyperrestartError(f"{path}: report.published: {exc}") from None
     seed_axis = report.get("seed_axis", "seed")
     axis_names = [axis.name for axis in axes]
     if "seed_axis" in report and seed_axis not in axis_names:
@@ -477,7 +459,7 @@ def parse_spec(path, cli_sets=(), tiny=False):
     runs = []
     for index, combo in enumerate(itertools.product(*[axis.values for axis in axes])):
         labels = {axis.name: label for axis, (label, _, _) in zip(axes, combo)}
-        tagged = [(key, value, "set") for key, value in flatten(fixed)]
+        tagged = [(str(key), value, "set") for key, value in fixed.items()]
         run_config = config
         for axis, (label, axis_overrides, axis_config) in zip(axes, combo):
             source = f"grid.{axis.name}.{label}" if axis.labelled else f"grid.{axis.name}"
@@ -499,7 +481,7 @@ def parse_spec(path, cli_sets=(), tiny=False):
         seen[run.name] = run.index
     _check_keys(runs, runner, [str(a) for a in args], path)
     return Sweep(path, str(data.get("name") or path.stem), str(data.get("description") or ""), runner, config,
-                 [str(a) for a in args], flatten(fixed), axes, run_name, report, slurm, runs)
+                 [str(a) for a in args], list(fixed.items()), axes, run_name, report, slurm, runs)
 
 
 def _section(data, key, allowed, path):

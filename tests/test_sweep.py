@@ -48,7 +48,6 @@ def test_grid_expands_into_named_runs_with_flattened_overrides(tmp_path):
     merged = sweeps.merge_config(run.config, run.overrides)
     assert merged["adam_beta1"] == 0.9 and merged["eta_min"] == 1e-05 and merged["run_name"] == "on"
     assert merged["max_steps"] == 3 and merged["lr_scheduler"] == "restart" and merged["model"] == "t5"
-    assert sweeps.merge_config(run.config, [("a.b.c", 1)])["a"] == {"b": {"c": 1}}
 
 
 def test_run_runner_command_uses_set_and_output_dir(tmp_path):
@@ -70,6 +69,16 @@ run_name: "{scheduler}-eta{eta_min}"
     assert command[1:5] == ["-m", "hyperrestart.cli", "run", spec.runs[1].config]
     assert command[5:] == ["--nproc", "2", "--tiny", "--set", "eta_min=1e-06", "--output-dir",
                            str((tmp_path / "out" / "constant-eta1e-06").resolve())]
+
+
+def test_a_mapping_value_is_one_override(tmp_path):
+    """Training arguments that take a mapping (accelerator_config) get it whole, not split into dotted keys."""
+    spec = sweeps.parse_spec(write_spec(tmp_path, "runner: run\nconfig: configs/hyperdecoders/glue_restart.json\n"
+                                                  "set: {accelerator_config: {split_batches: true}}\n"
+                                                  "grid: {seed: [1]}\n"))
+    assert spec.runs[0].overrides == [("accelerator_config", {"split_batches": True}), ("seed", 1)]
+    command = sweeps.make_jobs(spec, tmp_path / "out")[0].command()
+    assert command[command.index("--set") + 1] == 'accelerator_config={"split_batches": true}'
 
 
 def test_list_prints_index_name_and_overrides(tmp_path, capsys):
@@ -100,7 +109,10 @@ def test_list_prints_index_name_and_overrides(tmp_path, capsys):
      r"report.compare.baseline `c` is not a label of axis `s` \(a, b\)"),
     ("runner: p3\nconfig: " + BASE + "\ngrid: {seed: [1]}\nslurm: {gpu: 1}\n", r"unknown key\(s\) in `slurm`: gpu; allowed: partition, gpus"),
     ("runner: p3\nconfig: " + BASE + "\ngrid: {seed: [1]}\nrun_name: '{sed}'\n", r"unknown field 'sed'"),
-    ("runner: p3\nconfig: " + BASE + "\ngrid: {optim: {eta_min: [0]}}\n", r"`optim.eta_min` .*nested keys"),
+    ("runner: p3\nconfig: " + BASE + "\ngrid: {optim: {eta_min: [0]}}\n",
+     r"`grid.optim.eta_min` must be a mapping of overrides \(or empty\), got \[0\]; a scalar axis is a list"),
+    ("runner: p3\nconfig: " + BASE + "\ngrid: {seed: [1]}\nreport: {published: table9}\n",
+     r"report.published: no published numbers for 'table9'.*known: table1, table2, table5"),
     ("- just a list\n", r"must be a YAML mapping"),
 ])
 def test_malformed_spec_is_refused_before_anything_runs(tmp_path, capsys, text, message):
@@ -155,7 +167,7 @@ set: {{learning_rat: 1.0e-4}}
 grid:
   schedule:
     restart: {{lr_schedulr: restart}}
-  optim: {{eta_min: [0]}}
+  optim.eta_min: [0]
   seed: [1, 2]
 """)
     with pytest.raises(HyperrestartError) as info:
@@ -164,7 +176,7 @@ grid:
     assert "`learning_rat` (from set) is not one of the options of the P3 runner" in message
     assert "did you mean learning_rate?" in message
     assert "`lr_schedulr` (from grid.schedule.restart)" in message and "did you mean lr_scheduler?" in message
-    assert "`optim.eta_min` (from grid.optim.eta_min)" in message and "nested keys" in message
+    assert "`optim.eta_min` (from grid.optim.eta_min) is not one of the options" in message
     assert "`max_step` (from --set)" in message
     assert "`output_dir` (from --set) is set by the sweep itself" in message
     assert message.count("learning_rat`") == 1  # one line per key and place, not per run
