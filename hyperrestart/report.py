@@ -4,16 +4,21 @@ Rows are arms, columns the per-task scores and the average, each cell `mean ± s
 `mean` alone for one seed); an arm that differs from its baseline arm only on the compare axis (restart vs
 no_restart, from the sweep spec's `report.compare`) carries the difference of the means: `(+x.xx)` / `(−x.xx)`.
 
-What a run directory holds, and what is read:
+What a run directory holds, and what is read (a file that does not parse skips its run with a warning; an
+auxiliary one, per-task scores or a checkpoint's trainer_state.json, is ignored with a warning):
 - every run: `sweep-run.json` (written by `hyperrestart sweep`: arm, seed, labels, the spec's report settings) and
-  `.hyperrestart-complete.json` (finished). Without them the arm is the directory name minus a trailing seed part.
-- P3 runner (`hyperrestart p3`): eval_log.csv (step, rougeL_micro, rougeL_macro), train_log.csv (step, loss, lr),
+  `.hyperrestart-complete.json` (finished). Without them the arm is the directory name minus a trailing seed part,
+  the seed that part or `hyperrestart_config.json`'s (the resolved config of `hyperrestart run`).
+- P3 runner (`hyperrestart p3`): eval_log.csv (step, rougeL_micro, rougeL_macro) on the runner's --eval_split
+  (run_config.json; validation = the eval split), train_log.csv (step, loss, lr = the lr the step applied),
   eval/step_N.json (per-task scores). The table's score is the last evaluation's micro Rouge-L (the paper's metric).
-- upstream GLUE trainers (`hyperrestart run`): test_results.json / val_results.json (hyperformer) or
-  eval_results.json (hyperdecoders, patch 0017) (keys `<task>_eval_<metric>`,
-  `eval_average_metrics`), else the last evaluation in trainer_state.json's log_history; curves from log_history
-  (loss, learning_rate, eval_average_metrics). Per-task column = mean of the task's metrics; Avg = the upstream's
+- upstream GLUE trainers (`hyperrestart run`): test split: test_results.json; eval split: val_results.json
+  (hyperformer) or eval_results.json (hyperdecoders, patch 0017), else the last evaluation in trainer_state.json's
+  log_history (keys `<task>_eval_<metric>`, `eval_average_metrics`); curves from log_history (loss,
+  eval_average_metrics) and lr_trace.csv. Per-task column = mean of the task's metrics; Avg = the upstream's
   `average_metrics` (mean over every metric value), which is what the trainers select checkpoints by.
+Every run of a table is scored on one split (choose_split), so no arm mixes test and eval numbers. Curves are
+indexed by optimizer step k; the lr at k is the lr optimizer step k applied.
 """
 import csv
 import dataclasses
