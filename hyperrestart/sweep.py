@@ -6,16 +6,22 @@ A spec (see sweeps/*.yaml)::
     runner: run                      # `run` (hyperrestart run, the patched upstream trainers) or `p3`
     config: configs/hyperdecoders/glue_restart.json   # base JSON config (relative to the project root or the spec)
     args: ["--tiny"]                 # optional extra runner arguments, before the overrides
-    set: {max_steps: 65535}          # overrides for every run; nested mappings flatten to dotted keys
+    set: {max_steps: 65535}          # overrides for every run (keys: the runner's options; values may be mappings)
     grid:                            # the runs: the product of the axes, in this order
       scheduler:                     # a labelled axis: label -> overrides (`config:` switches the base config)
         constant: {lr_scheduler: constant}
         restart: {lr_scheduler: cosine_annual_w_restarts}
-      optim: {eta_min: [0, 1.0e-6]}  # a nested scalar axis, same as `optim.eta_min: [0, 1.0e-6]`
-      seed: [1, 2, 3]                # a scalar axis: the axis name is the override key
+      eta_min: [0, 1.0e-6]           # a scalar axis: the axis name is the override key
+      seed: [1, 2, 3]
     run_name: "{scheduler}_seed{seed}"   # optional; fields are the axis names with dots as `_`
     report: {seed_axis: seed, compare: {axis: scheduler, baseline: constant}}
     slurm: {partition: gpu, gpus: 1, cpus: 8, mem: 64G, time: "2-00:00:00", array_parallelism: 16}
+
+Checked when the spec is read, before anything runs or is submitted: every run name (and label, and the sweep's
+name) is a plain folder name, so each run directory stays inside OUTPUT_ROOT; every override key (`set`, grid,
+`--set`) is an option of the runner: the P3 runner's argparse options (read from its parser), or for `runner: run`
+a field of the upstream's argument dataclasses (the list recorded in hyperrestart/upstream_arguments.json from the
+patched upstreams; tests keep it equal to the live classes).
 
 Every run gets its own directory OUTPUT_ROOT/<run name> (also the trainer's output dir). It is *finished* when
 `.hyperrestart-complete.json` exists there: written atomically, only after the runner exited 0, with the run's
@@ -24,6 +30,7 @@ into an old directory.
 """
 import contextlib
 import dataclasses
+import difflib
 import fcntl
 import hashlib
 import itertools
@@ -47,6 +54,9 @@ COMPLETE_MARKER = ".hyperrestart-complete.json"
 RUN_INFO = "sweep-run.json"
 RUN_LOG = "sweep.log"
 NAME_SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+FOLDER_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")  # no separators, not hidden, not `.` or `..`
+UPSTREAM_ARGUMENTS = Path(__file__).resolve().parent / "upstream_arguments.json"
+SWEEP_OWNED_KEYS = ("output_dir",)  # the sweep sets them per run: OUTPUT_ROOT/<run name>
 
 
 # --- runners ------------------------------------------------------------------------------------------------------
@@ -84,19 +94,65 @@ MERGED_CONFIG = "sweep-config.json"
 
 
 def merge_config(config, overrides):
-    """The JSON config with the overrides applied; a dotted key sets a nested value (a.b.c -> {"a": {"b": {"c"}}})."""
+    """The JSON config with the overrides applied (later ones win)."""
     try:
         merged = json.loads(Path(config).read_text())
     except ValueError as exc:
         raise HyperrestartError(f"{config}: not valid JSON ({exc}); fix the config file") from None
-    for key, value in overrides:
-        node, parts = merged, key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise HyperrestartError(f"override {key}: {part} is not a mapping in {config}")
-        node[parts[-1]] = value
+    merged.update(overrides)
     return merged
+
+
+# --- what each runner accepts -------------------------------------------------------------------------------------
+def p3_runner_options():
+    """The P3 runner's option names, from its own argparse parser (the module imports torch)."""
+    from .p3.metrics import runner_module
+    return {action.dest for action in runner_module().build_parser()._actions} - {"help"}
+
+
+def recorded_upstream_arguments():
+    """{upstream: set of training-argument names}, as recorded in upstream_arguments.json."""
+    data = json.loads(UPSTREAM_ARGUMENTS.read_text())
+    return {name: set(entry["fields"]) for name, entry in data.items() if not name.startswith("_")}
+
+
+def record_upstream_arguments(path=UPSTREAM_ARGUMENTS, dest=None):
+    """Rewrite upstream_arguments.json from the materialised trees' argument dataclasses, imported in each upstream's
+    env (half a minute): after a patch adds or renames a training argument."""
+    from . import runner
+    from .envs import python_for
+    data = {"_about": "Field names of each patched upstream's argument dataclasses (runner.ARGUMENT_CLASSES): the "
+                      "keys a `runner: run` sweep may set. Regenerate with "
+                      "`python -c 'from hyperrestart.sweep import record_upstream_arguments as r; r()'`."}
+    for name in sorted(runner.UPSTREAMS):
+        upstream = runner.upstream_named(name)
+        fields = runner.argument_fields(upstream, runner.tree_dir(upstream, dest), python_for(name))
+        data[name] = {"fields": sorted(fields)}
+    _write_json_atomic(path, data)
+    return {name: set(entry["fields"]) for name, entry in data.items() if not name.startswith("_")}
+
+
+def accepted_keys(runner_kind, config, args, cache):
+    """(names, what they are) that a run of `runner_kind` on base `config` accepts as override keys; names is None
+    when they cannot be known here, and `what` then says why. cache: a dict shared over one spec's runs."""
+    if runner_kind == "p3":
+        if "p3" not in cache:
+            try:
+                cache["p3"] = (p3_runner_options(), "options of the P3 runner (`python p3_trainer.py --help`)")
+            except ImportError as exc:
+                cache["p3"] = (None, f"the P3 runner's options cannot be read here (importing it failed: {exc})")
+        return cache["p3"]
+    from .runner import upstream_for_config
+    explicit = next((a.split("=", 1)[1] if "=" in a else args[i + 1] for i, a in enumerate(args)
+                     if a.split("=", 1)[0] == "--upstream" and ("=" in a or i + 1 < len(args))), None)
+    upstream = upstream_for_config(config, explicit).name
+    if "run" not in cache:
+        cache["run"] = recorded_upstream_arguments()
+    names = cache["run"].get(upstream)
+    if names is None:
+        return None, f"{UPSTREAM_ARGUMENTS.name} records no arguments for {upstream}"
+    return names, (f"training arguments of the patched {upstream} (its argument dataclasses, as recorded in "
+                   f"hyperrestart/{UPSTREAM_ARGUMENTS.name})")
 
 
 def expand_env(overrides, where):
@@ -182,18 +238,6 @@ def load_yaml(path):
 
 
 # --- spec ---------------------------------------------------------------------------------------------------------
-def flatten(mapping, prefix=""):
-    """{'a': {'b': {'c': 1}}} -> [('a.b.c', 1)] (order kept); lists and scalars are leaves."""
-    items = []
-    for key, value in mapping.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            items.extend(flatten(value, dotted + "."))
-        else:
-            items.append((dotted, value))
-    return items
-
-
 def label_for(value):
     """A grid value as a file-name-safe label: 1e-06 -> '1e-06', 'cosine' -> 'cosine', [1, 2] -> '1-2'."""
     if isinstance(value, (list, tuple)):
@@ -207,7 +251,7 @@ def label_for(value):
 
 @dataclasses.dataclass
 class Axis:
-    name: str                 # as written in the spec (dotted for nested keys)
+    name: str                 # as written in the spec
     values: list              # [(label, overrides list[(key, value)], config or None)]
     labelled: bool            # label -> overrides mapping (arm) rather than a scalar list
 
@@ -225,6 +269,7 @@ class Run:
     labels: dict              # axis name -> label
     arm: str                  # the run name without the seed axis (rows of the report)
     seed: object              # the seed axis value (None when the spec has no seed axis)
+    tagged: list = dataclasses.field(default=None, repr=False, compare=False)  # [(key, value, where it comes from)]
 
     def fingerprint(self, runner, extra_args):
         blob = json.dumps({"runner": runner, "config": Path(self.config).name,
@@ -285,13 +330,9 @@ def _parse_axis(name, values, spec_path):
     if isinstance(values, dict):
         if not values:
             raise HyperrestartError(f"{spec_path}: grid axis `{name}` is empty; give it at least one value or remove it")
-        if all(isinstance(v, list) for v in values.values()):
-            axes = []  # nested scalar axes: optim: {eta_min: [...]} == optim.eta_min: [...]
-            for key, sub in values.items():
-                axes.extend(_parse_axis(f"{name}.{key}", sub, spec_path))
-            return axes
         arms = []
         for label, body in values.items():
+            _check_label(label, name, spec_path)
             if body is None:
                 body = {}
             if not isinstance(body, dict):
@@ -301,10 +342,58 @@ def _parse_axis(name, values, spec_path):
             body = dict(body)
             config = _resolve_config(body.pop("config"), spec_path, f"{where}.{label}.config") \
                 if "config" in body else None
-            arms.append((label_for(label), flatten(body), config))
+            arms.append((label_for(label), list(body.items()), config))
         return [Axis(name, arms, labelled=True)]
     raise HyperrestartError(f"{spec_path}: grid axis `{name}` must be a list of values or a mapping of labelled "
                             f"overrides, got {values!r}")
+
+
+def _check_label(label, axis, spec_path):
+    """A labelled arm names run folders: refuse labels that are empty, `.`/`..`, hidden or hold a path separator."""
+    text = str(label)
+    if not text.strip() or text.strip() in (".", "..") or "/" in text or "\\" in text or text.startswith("."):
+        raise HyperrestartError(
+            f"{spec_path}: grid label {text!r} of axis `{axis}` cannot name a run folder (labels name the folders "
+            f"OUTPUT_ROOT/<run name>; an empty, `.`/`..`, hidden or path-like label would write elsewhere); use a "
+            f"plain name of letters, digits and . _ + - that does not start with a dot")
+
+
+def _check_folder_name(name, what, spec_path):
+    if not FOLDER_NAME.fullmatch(name):
+        raise HyperrestartError(
+            f"{spec_path}: {what} {name!r} is not a plain folder name, so its directory would not stay inside the "
+            f"output root; use letters, digits and . _ + -, not starting with a dot (change `run_name` or the labels)")
+
+
+def _check_keys(runs, runner_kind, args, path):
+    """Every override key is one the runner accepts (see accepted_keys); one error listing every unknown key and
+    where it comes from. When the accepted keys cannot be known here, a warning says the check was not done."""
+    cache, problems, unchecked, configs = {}, {}, set(), {}
+    for run in runs:
+        names, what = accepted_keys(runner_kind, run.config, args, cache)
+        if run.config not in configs:  # the base config's own keys (the P3 runner skips `_comment` keys)
+            configs[run.config] = [(key, None, f"config {os.path.relpath(run.config)}")
+                                   for key in merge_config(run.config, [])
+                                   if not (runner_kind == "p3" and key.startswith("_"))]
+            base = configs[run.config]
+        else:
+            base = []
+        for key, _, source in base + run.tagged:
+            if key in SWEEP_OWNED_KEYS and not source.startswith("config "):  # a config's own output_dir is replaced
+                problems.setdefault((key, source), f"`{key}` (from {source}) is set by the sweep itself "
+                                                   f"(OUTPUT_ROOT/<run name>); choose the folder with --output-root")
+            elif names is None:
+                unchecked.add(what)
+            elif key not in names:
+                close = difflib.get_close_matches(key, sorted(names), n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                problems.setdefault((key, source), f"`{key}` (from {source}) is not one of the {what}{hint}")
+    if problems:
+        raise HyperrestartError(f"{path}: key(s) the runner does not accept, found before anything runs:\n  "
+                                + "\n  ".join(problems.values()))
+    for what in sorted(unchecked):
+        print(f"warning: {path}: override keys not checked: {what}; the runner checks them when each run starts",
+              file=sys.stderr)
 
 
 def parse_spec(path, cli_sets=(), tiny=False):
@@ -336,6 +425,12 @@ def parse_spec(path, cli_sets=(), tiny=False):
     axes = [axis for name, values in grid.items() for axis in _parse_axis(str(name), values, path)]
     report = _section(data, "report", REPORT_KEYS, path)
     slurm = _section(data, "slurm", SLURM_KEYS, path)
+    if report.get("published") is not None:
+        from .report import load_published
+        try:
+            load_published(report["published"])
+        except HyperrestartError as exc:
+            raise HyperrestartError(f"{path}: report.published: {exc}") from None
     seed_axis = report.get("seed_axis", "seed")
     axis_names = [axis.name for axis in axes]
     if "seed_axis" in report and seed_axis not in axis_names:
@@ -352,33 +447,41 @@ def parse_spec(path, cli_sets=(), tiny=False):
             raise HyperrestartError(f"{path}: report.compare.baseline `{compare['baseline']}` is not a label of "
                                     f"axis `{axis.name}` ({', '.join(label for label, _, _ in axis.values)})")
     run_name = data.get("run_name")
+    _check_folder_name(str(data.get("name") or path.stem), "the sweep's `name` (default output root runs/<name>)", path)
     cli_overrides = [parse_set(item) for item in cli_sets]
     if tiny and runner == "p3":
         cli_overrides = TINY_P3 + cli_overrides
     if tiny and runner == "run" and "--tiny" not in args:
         args = list(args) + ["--tiny"]
+    cli_source = ["--set"] * len(cli_overrides)
+    if tiny and runner == "p3":
+        cli_source = ["--tiny"] * len(TINY_P3) + cli_source[len(TINY_P3):]
     runs = []
     for index, combo in enumerate(itertools.product(*[axis.values for axis in axes])):
         labels = {axis.name: label for axis, (label, _, _) in zip(axes, combo)}
-        overrides = list(flatten(fixed))
+        tagged = [(str(key), value, "set") for key, value in fixed.items()]
         run_config = config
-        for label, axis_overrides, axis_config in combo:
-            overrides.extend(axis_overrides)
+        for axis, (label, axis_overrides, axis_config) in zip(axes, combo):
+            source = f"grid.{axis.name}.{label}" if axis.labelled else f"grid.{axis.name}"
+            tagged.extend((key, value, source) for key, value in axis_overrides)
             run_config = axis_config or run_config
-        overrides.extend(cli_overrides)
+        tagged.extend((key, value, source) for (key, value), source in zip(cli_overrides, cli_source))
+        overrides = [(key, value) for key, value, _ in tagged]
         name = _run_name(axes, labels, run_name, path)
+        _check_folder_name(name, f"run {index}'s name", path)
         arm_axes = [a for a in axes if a.name != seed_axis]
         arm = _run_name(arm_axes, labels, None, path) if arm_axes else "all"
         seed = next((v for k, v in reversed(overrides) if k == seed_axis), None)
-        runs.append(Run(index, name, run_config, _dedupe(overrides), labels, arm, seed))
+        runs.append(Run(index, name, run_config, _dedupe(overrides), labels, arm, seed, tagged))
     seen = {}
     for run in runs:
         if run.name in seen:
             raise HyperrestartError(f"{path}: runs {seen[run.name]} and {run.index} are both named `{run.name}`; "
                                     f"make `run_name` use every grid axis or give arms distinct labels")
         seen[run.name] = run.index
+    _check_keys(runs, runner, [str(a) for a in args], path)
     return Sweep(path, str(data.get("name") or path.stem), str(data.get("description") or ""), runner, config,
-                 [str(a) for a in args], flatten(fixed), axes, run_name, report, slurm, runs)
+                 [str(a) for a in args], list(fixed.items()), axes, run_name, report, slurm, runs)
 
 
 def _section(data, key, allowed, path):
@@ -451,9 +554,17 @@ class Job:
 
 
 def make_jobs(sweep, output_root, extra_args=()):
+    """One job per run, in OUTPUT_ROOT/<run name>; a run folder that resolves outside the root is an error."""
     root = Path(output_root).resolve()
-    return [Job(sweep.name, sweep.runner, run, str(root / run.name), list(sweep.args) + list(extra_args),
-                sweep.report) for run in sweep.runs]
+    jobs = []
+    for run in sweep.runs:
+        run_dir = (root / run.name).resolve()
+        if run_dir.parent != root:
+            raise HyperrestartError(f"run {run.index} ({run.name}): its folder {root / run.name} resolves to "
+                                    f"{run_dir}, outside the output root {root}; rename the run or remove the link")
+        jobs.append(Job(sweep.name, sweep.runner, run, str(run_dir), list(sweep.args) + list(extra_args),
+                        sweep.report))
+    return jobs
 
 
 def completion(run_dir):

@@ -92,7 +92,7 @@ def glue_run(root, name, results, history=None, seed=None):
         {"rte_eval_acc": 50.0, "eval_average_metrics": 50.0, "step": 10}]}
     (run / "trainer_state.json").write_text(json.dumps(state))
     if seed is not None:
-        (run / "config.json").write_text(json.dumps({"seed": seed}))
+        (run / "hyperrestart_config.json").write_text(json.dumps({"seed": seed, "output_dir": str(run)}))
     return run
 
 
@@ -127,8 +127,9 @@ def test_glue_scores_fall_back_to_mean_over_metrics_and_trainer_state(tmp_path, 
         {"rte_eval_acc": 60.0, "eval_average_metrics": 60.0, "step": 2},
         {"rte_eval_acc": 66.0, "eval_average_metrics": 66.0, "step": 4}]}))
     result = report.load_run(run)
-    assert result.scores == {"rte": 66.0, "Avg": 66.0} and result.extra["source"] == "trainer_state.json"
-    assert result.curves["metric"] == [(2, 60.0), (4, 66.0)] and result.curves["lr"] == [(2, 1e-4)]
+    assert result.splits == {"eval": ({"rte": 66.0, "Avg": 66.0}, "trainer_state.json")}
+    # log_history's learning_rate at step 2 is the lr after step 2: the one optimizer step 3 applies
+    assert result.curves["metric"] == [(2, 60.0), (4, 66.0)] and result.curves["lr"] == [(3, 1e-4)]
 
 
 def test_published_numbers_beside_ours(tmp_path, capsys):
@@ -144,21 +145,45 @@ def test_published_numbers_beside_ours(tmp_path, capsys):
     assert cli_main(["report", str(root), "--published", "--out", str(out), "--no-figures"]) == 0
     lines = (out / "table.md").read_text().splitlines()
     assert lines[0] == "**Table 5: scheduler comparison, Hyperdecoders on GLUE, average**"
-    assert lines[2] == "| Arm | n | RTE | Avg | Paper Avg |"
-    assert lines[4] == "| constant | 2 | 83.20 ± 0.28 | 83.20 ± 0.28 | 83.23 ± 0.29 |"
-    assert lines[5] == "| restart | 2 | 84.80 ± 0.28 (+1.60) | 84.80 ± 0.28 (+1.60) | 84.88 ± 0.33 |"
+    assert lines[2] == "| Arm | n | RTE | Avg | Paper row | Paper Avg |"
+    assert lines[4] == "| constant | 2 | 83.20 ± 0.28 | 83.20 ± 0.28 | Constant | 83.23 ± 0.29 |"
+    assert lines[5] == "| restart | 2 | 84.80 ± 0.28 (+1.60) | 84.80 ± 0.28 (+1.60) | Restart | 84.88 ± 0.33 |"
+    for missing in ("Cosine", "Linear", "Polynomial"):  # paper rows this sweep did not run are named
+        assert f'Table 5 row "{missing}" (Avg ' in (out / "table.md").read_text()
     rows = list(csv.DictReader((out / "table.csv").open()))
     assert rows[1]["Avg_published"] == "84.88" and rows[1]["Avg_published_std"] == "0.33"
+    assert rows[1]["paper_row"] == "Restart" and rows[1]["split"] == "test"
     assert rows[1]["rte_published"] == "" and rows[1]["Avg_delta"] == "1.6"
     assert cli_main(["report", str(root), "--published", "table9"]) == 1
     assert "no published numbers for 'table9'" in capsys.readouterr().err
 
 
 def test_published_numbers_match_paper_facts():
-    table2 = report.load_published("table2")["arms"]
-    assert table2["hyperdecoders_restart"] == {"Rouge-L": 64.904, "Rouge-L_std": 0.302}
-    assert report.load_published("table1")["arms"]["hyperformer_restart"] == {"Avg": 85.91}
-    assert report.load_published("table5")["arms"]["linear"] == {"Avg": 84.18, "Avg_std": 0.20}
+    def row(table, name):
+        return next(r for r in report.load_published(table)["rows"] if r["row"] == name)
+    assert row("table2", "FLAN-T5")["Rouge-L"] == 63.051 and row("table2", "FLAN-T5")["Rouge-L_std"] == 0.296
+    assert row("table2", "FLAN-T5 + restart")["Rouge-L"] == 64.159
+    assert row("table2", "Hyperdecoders")["Rouge-L"] == 63.507
+    assert row("table2", "Hyperdecoders + restart")["Rouge-L"] == 64.904
+    assert row("table2", "Hyperdecoders + restart")["Rouge-L_std"] == 0.302
+    assert [(r["row"], r["Avg"]) for r in report.load_published("table1")["rows"]] == [
+        ("Finetuning", 84.35), ("Finetuning + restart", 84.50), ("Hyperformer", 84.75),
+        ("Hyperformer + restart", 85.91), ("Hyperformer++", 85.47), ("Hyperformer++ + restart", 85.66)]
+    assert row("table5", "Linear")["Avg"] == 84.18 and row("table5", "Restart")["Avg_std"] == 0.33
+    assert report.load_published("Table 2") == report.load_published("2") == report.load_published("table2")
+
+
+@pytest.mark.parametrize("spec, table", [("table2_p3", "table2"), ("table1_hyperformer", "table1"),
+                                         ("table5_schedulers", "table5")])
+def test_every_sweep_arm_maps_to_its_paper_row(spec, table):
+    """The shipped sweep specs' arm names are the ones published.json maps to the paper's rows (table 1 also runs
+    adapters, which the paper's Table 1 does not quote)."""
+    from hyperrestart.paths import PROJECT_ROOT
+    from hyperrestart.sweep import parse_spec
+    arms = {run.arm for run in parse_spec(PROJECT_ROOT / "sweeps" / f"{spec}.yaml").runs}
+    mapped = {arm for row in report.load_published(table)["rows"] for arm in row["arms"]}
+    assert {arm for arm in arms if not arm.startswith("adapter")} <= mapped
+    assert all(any(arm in arms for arm in row["arms"]) for row in report.load_published(table)["rows"])
 
 
 def test_unfinished_runs_are_skipped_unless_asked(tmp_path, capsys):
@@ -182,3 +207,172 @@ def test_errors_name_the_path(tmp_path, capsys):
         root = tmp_path / "nopub"
         p3_run(root, "x_seed-1", "x", 1, 1.0, 0, report_cfg={})
         report.build_report([root], published=True, figures=False)
+
+
+# --- damaged files (issue 9) ----------------------------------------------------------------------------------------
+def test_a_damaged_json_skips_its_run_with_a_warning_and_the_report_goes_on(p3_runs, tmp_path, capsys):
+    (p3_runs / "restart_seed-2" / "sweep-run.json").write_text('{"name": "restart_seed-2", "arm": ')
+    (p3_runs / "worse_seed-1" / "eval" / "step_4.json").write_text("{not json")  # an auxiliary file only
+    out = tmp_path / "out"
+    assert cli_main(["report", str(p3_runs), "--out", str(out), "--no-figures"]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert "warning: skipping" in captured.err and "restart_seed-2/sweep-run.json is not valid JSON" in captured.err
+    assert "worse_seed-1/eval/step_4.json is not valid JSON" in captured.err
+    assert "| restart | 1 | 64.00 (+0.75) |" in captured.out and "| worse | 2 | 62.70 ± 0.28" in captured.out
+    assert "_1 run(s) skipped (see the warnings): restart_seed-2_" in (out / "table.md").read_text()
+    runs = {r["run"]: r for r in csv.DictReader((out / "runs.csv").open())}
+    assert "restart_seed-2" not in runs and runs["worse_seed-1"]["num_tasks"] == ""
+
+
+def test_nothing_reportable_exits_nonzero(tmp_path, capsys):
+    root = tmp_path / "runs"
+    glue_run(root, "a_seed1", {"rte_eval_acc": 70.0})
+    (root / "a_seed1" / "test_results.json").write_text("{")
+    assert cli_main(["report", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert "a_seed1/test_results.json is not valid JSON" in err and "error: no finished runs with metrics" in err
+
+
+# --- one split per table (issue 9) ----------------------------------------------------------------------------------
+def glue_split_run(root, name, test=None, eval_=None, history=()):
+    run = root / name
+    run.mkdir(parents=True)
+    if test is not None:
+        (run / "test_results.json").write_text(json.dumps({"rte_test_acc": test, "test_average_metrics": test}))
+    if eval_ is not None:
+        (run / "eval_results.json").write_text(json.dumps({"rte_eval_acc": eval_, "eval_average_metrics": eval_}))
+    (run / "trainer_state.json").write_text(json.dumps({"global_step": 4, "log_history": list(history)}))
+    return run
+
+
+def test_an_arm_never_mixes_test_and_eval_scores(tmp_path, capsys):
+    """restart seed 2 has only eval metrics: the table shows the eval split for every run (auto), or skips that seed
+    (--split test); never the mean of one seed's test and another's eval score."""
+    root = tmp_path / "runs"
+    glue_split_run(root, "no_restart_seed1", test=60.0, eval_=50.0)
+    glue_split_run(root, "no_restart_seed2", test=62.0, eval_=52.0)
+    glue_split_run(root, "restart_seed1", test=70.0, eval_=54.0)
+    glue_split_run(root, "restart_seed2", eval_=56.0)
+    assert cli_main(["report", str(root), "--no-figures"]) == 0
+    out = capsys.readouterr().out
+    assert "| restart | 2 | 55.00 ± 1.41 (+4.00) | 55.00 ± 1.41 (+4.00) |" in out
+    assert "| no_restart | 2 | 51.00 ± 1.41 | 51.00 ± 1.41 |" in out
+    assert "_scores: the eval split of every run (from eval_results.json)_" in out
+    assert cli_main(["report", str(root), "--no-figures", "--split", "test"]) == 0
+    captured = capsys.readouterr()
+    assert "| restart | 1 | 70.00 (+9.00) | 70.00 (+9.00) |" in captured.out
+    assert "_scores: the test split of every run (from test_results.json)_" in captured.out
+    assert "restart_seed2: it has no test metrics (only eval)" in captured.err
+    assert "--split eval reports that split for every run instead" in captured.err
+    glue_split_run(root, "restart_seed3", test=72.0)  # neither split covers every run: 4 and 4, test wins a tie
+    assert cli_main(["report", str(root), "--no-figures", "--split", "auto"]) == 0
+    captured = capsys.readouterr()
+    assert "| restart | 2 | 71.00 ± 1.41" in captured.out and "restart_seed2: it has no test metrics" in captured.err
+    glue_split_run(root, "restart_seed4", eval_=58.0)  # eval: 5 of 6 runs
+    assert cli_main(["report", str(root), "--no-figures"]) == 0
+    captured = capsys.readouterr()
+    assert "| restart | 3 | 56.00 ± 2.00" in captured.out and "restart_seed3: it has no eval metrics" in captured.err
+
+
+def test_trainer_state_evaluations_count_as_the_eval_split(tmp_path, capsys):
+    root = tmp_path / "runs"
+    glue_split_run(root, "a_seed1", test=80.0, history=[{"rte_eval_acc": 40.0, "eval_average_metrics": 40.0,
+                                                        "step": 4}])
+    glue_split_run(root, "a_seed2", history=[{"rte_eval_acc": 44.0, "eval_average_metrics": 44.0, "step": 4}])
+    assert cli_main(["report", str(root), "--no-figures"]) == 0
+    out = capsys.readouterr().out
+    assert "| a | 2 | 42.00 ± 2.83 | 42.00 ± 2.83 |" in out and "(from trainer_state.json)" in out
+
+
+def test_p3_split_is_the_runners_eval_split(p3_runs, capsys):
+    info = {"args": {"eval_split": "test", "seed": 1}}
+    (p3_runs / "worse_seed-1" / "run_config.json").write_text(json.dumps(info))
+    assert cli_main(["report", str(p3_runs), "--no-figures"]) == 0
+    captured = capsys.readouterr()
+    assert "worse_seed-1: it has no eval metrics (only test)" in captured.err
+    assert "| worse | 1 | 62.90" in captured.out and "the eval split of every run (from eval_log.csv)" in captured.out
+
+
+# --- the resolved config (hyperrestart_config.json) -----------------------------------------------------------------
+def test_seed_comes_from_hyperrestart_config_not_the_model_config(tmp_path):
+    root = tmp_path / "runs"
+    run = glue_run(root, "plain", {"rte_eval_acc": 70.0})
+    (run / "config.json").write_text(json.dumps({"d_model": 8, "seed": 99}))  # the trainer's model config
+    assert report.load_run(run).seed is None
+    (run / "hyperrestart_config.json").write_text(json.dumps({"seed": 3, "learning_rate": 3e-4}))
+    assert report.load_run(run).seed == 3
+
+
+# --- learning rate convention: step k = optimizer step k, lr = the lr step k applied ---------------------------------
+def test_lr_curves_follow_the_applied_lr_convention(tmp_path):
+    history = [{"loss": 1.0, "learning_rate": lr, "step": step} for step, lr in [(1, 3e-4), (2, 2e-4), (3, 1e-4),
+                                                                                 (4, 3e-4)]]
+    history.append({"rte_eval_acc": 60.0, "eval_average_metrics": 60.0, "step": 4})
+    run = glue_split_run(tmp_path, "hd", eval_=60.0, history=history)
+    # Hugging Face logs the lr after step k: step k+1 applied it; the one after the last step is no step of this run
+    assert report.load_run(run).curves["lr"] == [(2, 3e-4), (3, 2e-4), (4, 1e-4)]
+    (run / "lr_trace.csv").write_text("step,lr_applied\n1,3e-4\n2,3e-4\n3,2e-4\n4,1e-4\n")
+    assert report.load_run(run).curves["lr"] == [(1, 3e-4), (2, 3e-4), (3, 2e-4), (4, 1e-4)]
+    (run / "trainer_state.json").write_text(json.dumps({"global_step": 4, "log_history": history[-1:]}))
+    (run / "lr_trace.csv").write_text("step,learning_rate\n1,3e-4\n2,2e-4\n")  # the old trace: Hugging Face's values
+    assert report.load_run(run).curves["lr"] == [(2, 3e-4), (3, 2e-4)]
+    p3 = p3_run(tmp_path, "p3", "p3", 1, 10.0, 0)
+    assert report.load_run(p3).curves["lr"][:2] == [(1, 1e-4), (2, 5e-5)]  # the P3 runner's lr: the applied one
+    (p3 / "train_log.csv").write_text("step,loss,lr_applied\n1,2.0,7e-4\n2,1.0,6e-4\n")
+    assert report.load_run(p3).curves["lr"] == [(1, 7e-4), (2, 6e-4)]
+
+
+# --- curves with a band over seeds (issue 10) -----------------------------------------------------------------------
+def test_curves_show_the_mean_and_the_spread_over_seeds(p3_runs, tmp_path):
+    out = tmp_path / "out"
+    assert cli_main(["report", str(p3_runs), "--out", str(out)]) == 0
+    rows = [r for r in csv.DictReader((out / "metric_curves.csv").open()) if r["arm"] == "restart"]
+    # restart seeds: Rouge-L 1.0/63.0/64.0 and 1.0/63.4/64.4 at steps 0, 2, 4
+    assert [(r["step"], r["mean"], r["min"], r["max"], r["n_seeds"]) for r in rows] == [
+        ("0", "1.0", "1.0", "1.0", "2"), ("2", "63.2", "63.0", "63.4", "2"), ("4", "64.2", "64.0", "64.4", "2")]
+    loss = [r for r in csv.DictReader((out / "loss_curves.csv").open()) if r["arm"] == "no_restart"]
+    assert len(loss) == 4 and loss[1]["min"] == "1.1" and loss[1]["max"] == "1.2" and loss[0]["lr_applied"] == "0.0001"
+    assert (out / "metric_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    results, _ = report.choose_split(report.load_runs([p3_runs]))
+    _, arm_rows = report.aggregate(results)
+    bands = report.curve_bands(arm_rows, "metric")
+    fig = report.draw_curves(arm_rows, bands, "metric")
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["no_restart (n=2)", "restart (n=2)", "worse (n=2)"]
+    shaded = [c.get_paths()[0].vertices for c in ax.collections]
+    assert len(shaded) == 3  # one min–max band per arm
+    assert shaded[1][:, 1].min() == pytest.approx(1.0) and shaded[1][:, 1].max() == pytest.approx(64.4)
+    assert "band: min–max over seeds" in ax.get_title()
+
+
+def test_seed_band_uses_the_steps_every_seed_has():
+    assert report.seed_band([[(1, 1.0), (2, 2.0), (3, 3.0)], [(1, 3.0), (2, 4.0)], []]) == [
+        (1, 2.0, 1.0, 3.0, 2), (2, 3.0, 2.0, 4.0, 2)]
+    assert report.seed_band([[], []]) == []
+
+
+# --- the paper's rows beside ours (issue 10) ------------------------------------------------------------------------
+def test_published_table2_maps_arms_to_the_papers_rows_and_says_what_has_no_counterpart(tmp_path, capsys):
+    """Runs as README's per-arm loop names them (runs/p3/t5_restart ...: no sweep metadata) and one extra arm."""
+    root = tmp_path / "p3"
+    for i, (arm, rouge) in enumerate([("t5_no_restart", 63.0), ("t5_restart", 64.0), ("t5_eta0", 62.0)]):
+        for seed in (1, 2):
+            p3_run(root, f"{arm}_seed{seed}", arm, seed, rouge + seed / 10, i * 2 + seed, report_cfg={})
+    out = tmp_path / "out"
+    assert cli_main(["report", str(root), "--published", "table2", "--out", str(out), "--no-figures"]) == 0
+    table = (out / "table.md").read_text()
+    assert "| Arm | n | Rouge-L | Paper row | Paper Rouge-L |" in table
+    assert "| t5_no_restart | 2 | 63.15 ± 0.07 | FLAN-T5 | 63.051 ± 0.296 |" in table
+    assert "| t5_restart | 2 | 64.15 ± 0.07 (+1.00) | FLAN-T5 + restart | 64.159 ± 0.334 |" in table
+    assert "| t5_eta0 | 2 | 62.15 ± 0.07 | – | – |" in table
+    assert "_arm t5_eta0 has no published counterpart in Table 2_" in table
+    assert ('_Table 2 row "Hyperdecoders" (Rouge-L 63.507 ± 0.201) has no arm here (it matches an arm named '
+            'hyperdecoders_no_restart or hyperdecoder_no_restart or table2_hyperdecoder_no_restart)_') in table
+    assert 'row "Hyperdecoders + restart" (Rouge-L 64.904 ± 0.302) has no arm here' in table
+    assert "FLAN-T5" not in table.split("has no arm here")[0].split("_arm t5_eta0")[1]  # matched rows: no note
+    assert cli_main(["report", str(root), "--published", "Table 1", "--no-figures"]) == 0
+    out = capsys.readouterr().out
+    assert "_Table 1 reports Avg, which is not a column of these runs: no published numbers shown_" in out
+    assert "_arm t5_restart has no published counterpart in Table 1_" in out

@@ -24,29 +24,29 @@ def write_spec(tmp_path, text, name="spec.yaml"):
 GOOD = f"""
 runner: p3
 config: {BASE}
-set: {{optim: {{betas: {{b1: 0.9}}}}, max_steps: 8}}
+set: {{adam_beta1: 0.9, max_steps: 8}}
 grid:
   schedule:
     no_restart: {{lr_scheduler: constant}}
     restart: {{lr_scheduler: restart, eta_min: 1e-6}}
-  opt: {{eta_min: [0, 1e-5]}}
+  eta_min: [0, 1e-5]
   seed: [1, 2]
 """
 
 
 # --- expansion ----------------------------------------------------------------------------------------------------
 def test_grid_expands_into_named_runs_with_flattened_overrides(tmp_path):
-    spec = sweeps.parse_spec(write_spec(tmp_path, GOOD), cli_sets=["max_steps=3", "note=on"])
+    spec = sweeps.parse_spec(write_spec(tmp_path, GOOD), cli_sets=["max_steps=3", "run_name=on"])
     assert spec.name == "spec" and spec.runner == "p3" and len(spec.runs) == 8
     assert [r.name for r in spec.runs[:3]] == ["no_restart_eta_min-0_seed-1", "no_restart_eta_min-0_seed-2",
                                                "no_restart_eta_min-1e-05_seed-1"]
     run = spec.runs[6]
     assert run.name == "restart_eta_min-1e-05_seed-1" and run.arm == "restart_eta_min-1e-05" and run.seed == 1
     # order: spec set, grid values, CLI --set; a repeated key keeps the last value; 1e-6 is a float (YAML 1.2)
-    assert run.overrides == [("optim.betas.b1", 0.9), ("lr_scheduler", "restart"), ("eta_min", 1e-06),
-                             ("opt.eta_min", 1e-05), ("seed", 1), ("max_steps", 3), ("note", "on")]
+    assert run.overrides == [("adam_beta1", 0.9), ("lr_scheduler", "restart"), ("eta_min", 1e-05), ("seed", 1),
+                             ("max_steps", 3), ("run_name", "on")]
     merged = sweeps.merge_config(run.config, run.overrides)
-    assert merged["optim"] == {"betas": {"b1": 0.9}} and merged["opt"] == {"eta_min": 1e-05}
+    assert merged["adam_beta1"] == 0.9 and merged["eta_min"] == 1e-05 and merged["run_name"] == "on"
     assert merged["max_steps"] == 3 and merged["lr_scheduler"] == "restart" and merged["model"] == "t5"
 
 
@@ -69,6 +69,16 @@ run_name: "{scheduler}-eta{eta_min}"
     assert command[1:5] == ["-m", "hyperrestart.cli", "run", spec.runs[1].config]
     assert command[5:] == ["--nproc", "2", "--tiny", "--set", "eta_min=1e-06", "--output-dir",
                            str((tmp_path / "out" / "constant-eta1e-06").resolve())]
+
+
+def test_a_mapping_value_is_one_override(tmp_path):
+    """Training arguments that take a mapping (accelerator_config) get it whole, not split into dotted keys."""
+    spec = sweeps.parse_spec(write_spec(tmp_path, "runner: run\nconfig: configs/hyperdecoders/glue_restart.json\n"
+                                                  "set: {accelerator_config: {split_batches: true}}\n"
+                                                  "grid: {seed: [1]}\n"))
+    assert spec.runs[0].overrides == [("accelerator_config", {"split_batches": True}), ("seed", 1)]
+    command = sweeps.make_jobs(spec, tmp_path / "out")[0].command()
+    assert command[command.index("--set") + 1] == 'accelerator_config={"split_batches": true}'
 
 
 def test_list_prints_index_name_and_overrides(tmp_path, capsys):
@@ -99,6 +109,10 @@ def test_list_prints_index_name_and_overrides(tmp_path, capsys):
      r"report.compare.baseline `c` is not a label of axis `s` \(a, b\)"),
     ("runner: p3\nconfig: " + BASE + "\ngrid: {seed: [1]}\nslurm: {gpu: 1}\n", r"unknown key\(s\) in `slurm`: gpu; allowed: partition, gpus"),
     ("runner: p3\nconfig: " + BASE + "\ngrid: {seed: [1]}\nrun_name: '{sed}'\n", r"unknown field 'sed'"),
+    ("runner: p3\nconfig: " + BASE + "\ngrid: {optim: {eta_min: [0]}}\n",
+     r"`grid.optim.eta_min` must be a mapping of overrides \(or empty\), got \[0\]; a scalar axis is a list"),
+    ("runner: p3\nconfig: " + BASE + "\ngrid: {seed: [1]}\nreport: {published: table9}\n",
+     r"report.published: no published numbers for 'table9'.*known: table1, table2, table5"),
     ("- just a list\n", r"must be a YAML mapping"),
 ])
 def test_malformed_spec_is_refused_before_anything_runs(tmp_path, capsys, text, message):
@@ -109,6 +123,127 @@ def test_malformed_spec_is_refused_before_anything_runs(tmp_path, capsys, text, 
     out = tmp_path / "out"
     assert cli_main(["sweep", str(path), "--launch", "local", "--output-root", str(out)]) == 1
     assert "error:" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("grid, run_name", [
+    ("{arm: {'..': {}}}", None), ("{arm: {'../escape': {}}}", None), ("{arm: {'/tmp/escape': {}}}", None),
+    ("{arm: {'': {}}}", None), ("{arm: {'.hidden': {}}}", None), ("{arm: {a: {}}}", "'..'"),
+    ("{seed: ['..']}", "'{seed}'"), ("{seed: [1]}", "'.{seed}'"),
+])
+def test_run_folders_stay_inside_the_output_root(tmp_path, capsys, grid, run_name):
+    """A label or run name that is `..`, empty, hidden or a path is refused when the spec is read."""
+    text = f"runner: p3\nconfig: {BASE}\ngrid: {grid}\n" + (f"run_name: {run_name}\n" if run_name else "")
+    path = write_spec(tmp_path, text)
+    with pytest.raises(HyperrestartError, match=r"cannot name a run folder|not a plain folder name") as info:
+        sweeps.parse_spec(path)
+    assert str(path) in str(info.value) and "Traceback" not in str(info.value)
+    out = tmp_path / "root" / "out"
+    assert cli_main(["sweep", str(path), "--task-id", "0", "--output-root", str(out)]) == 1
+    assert "error:" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]  # nothing written anywhere
+
+
+def test_spec_name_must_be_a_folder_name(tmp_path):
+    with pytest.raises(HyperrestartError, match=r"the sweep's `name`.*'\.\./up' is not a plain folder name"):
+        sweeps.parse_spec(write_spec(tmp_path, f"name: ../up\nrunner: p3\nconfig: {BASE}\ngrid: {{seed: [1]}}\n"))
+
+
+def test_a_run_folder_linked_outside_the_root_is_refused(tmp_path):
+    spec = sweeps.parse_spec(write_spec(tmp_path, f"runner: p3\nconfig: {BASE}\ngrid: {{seed: [1]}}\n"))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "out" / "seed-1").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(HyperrestartError, match=r"run 0 \(seed-1\).*resolves to .*elsewhere, outside the output root"):
+        sweeps.make_jobs(spec, tmp_path / "out")
+
+
+def test_unknown_keys_are_refused_when_the_spec_is_read(tmp_path, capsys):
+    """Every key of `set`, the grid and --set is checked against the runner's options before a run starts (a SLURM
+    array would otherwise be submitted and fail run by run); the error names each key, where it is and a close match."""
+    path = write_spec(tmp_path, f"""
+runner: p3
+config: {BASE}
+set: {{learning_rat: 1.0e-4}}
+grid:
+  schedule:
+    restart: {{lr_schedulr: restart}}
+  optim.eta_min: [0]
+  seed: [1, 2]
+""")
+    with pytest.raises(HyperrestartError) as info:
+        sweeps.parse_spec(path, cli_sets=["max_step=3", "output_dir=/tmp/x"])
+    message = str(info.value)
+    assert "`learning_rat` (from set) is not one of the options of the P3 runner" in message
+    assert "did you mean learning_rate?" in message
+    assert "`lr_schedulr` (from grid.schedule.restart)" in message and "did you mean lr_scheduler?" in message
+    assert "`optim.eta_min` (from grid.optim.eta_min) is not one of the options" in message
+    assert "`max_step` (from --set)" in message
+    assert "`output_dir` (from --set) is set by the sweep itself" in message
+    assert message.count("learning_rat`") == 1  # one line per key and place, not per run
+    out = tmp_path / "out"
+    assert cli_main(["sweep", str(path), "--launch", "slurm", "--submitit-cluster", "debug",
+                     "--output-root", str(out)]) == 1
+    assert "learning_rat" in capsys.readouterr().err and not out.exists()
+
+
+def test_unknown_keys_of_upstream_runs_are_refused(tmp_path):
+    path = write_spec(tmp_path, """
+runner: run
+config: configs/hyperdecoders/glue_restart.json
+grid:
+  scheduler:
+    constant: {config: configs/hyperdecoders/glue_constant.json, warmup_step: 0}
+    restart: {restart_t0: 2}
+  seed: [1]
+""")
+    with pytest.raises(HyperrestartError, match=r"`warmup_step` \(from grid.scheduler.constant\) is not one of the "
+                                                r"training arguments of the patched hyperdecoders.*did you mean "
+                                                r"warmup_steps"):
+        sweeps.parse_spec(path)
+    hyperformer = write_spec(tmp_path, "runner: run\nconfig: configs/hyperformer/adapter_restart.json\n"
+                                       "grid: {encoder_adapter_dim: [8]}\n", "hf.yaml")
+    with pytest.raises(HyperrestartError, match=r"`encoder_adapter_dim` \(from grid.encoder_adapter_dim\) is not "
+                                                r"one of the training arguments of the patched hyperformer"):
+        sweeps.parse_spec(hyperformer)
+    for name in ("table1_hyperformer", "table5_schedulers"):  # the shipped specs pass
+        assert len(sweeps.parse_spec(PROJECT_ROOT / "sweeps" / f"{name}.yaml").runs) in (24, 15)
+
+
+def test_recorded_upstream_arguments_cover_every_released_config():
+    """The recorded lists know the keys of every shipped config and the restart arguments the patches add."""
+    recorded = sweeps.recorded_upstream_arguments()
+    for name in ("hyperdecoders", "hyperformer"):
+        assert {"restart_t0", "restart_t_mult", "eta_min", "restart_warmup_steps", "seed", "max_steps"} <= recorded[name]
+        for config in (PROJECT_ROOT / "configs" / name).glob("*.json"):
+            assert set(json.loads(config.read_text())) <= recorded[name], config.name
+
+
+@pytest.mark.slow
+def test_recorded_upstream_arguments_equal_the_live_argument_classes(tmp_path):
+    """upstream_arguments.json = the fields the materialised trees' dataclasses have in their envs (half a minute)."""
+    from hyperrestart import runner
+    from hyperrestart.envs import python_for
+    from hyperrestart.paths import DEFAULT_DEST
+    recorded = sweeps.recorded_upstream_arguments()
+    for name in ("hyperdecoders", "hyperformer"):
+        try:
+            python = python_for(name)
+            live = runner.argument_fields(runner.upstream_named(name), runner.tree_dir(runner.upstream_named(name)),
+                                          python)
+        except HyperrestartError as exc:
+            pytest.skip(f"{name}: {exc}")
+        assert recorded[name] == live, (f"{name}: re-record with hyperrestart.sweep.record_upstream_arguments(); "
+                                        f"missing {sorted(live - recorded[name])}, gone {sorted(recorded[name] - live)}")
+
+
+def test_keys_that_cannot_be_checked_are_said_so(tmp_path, monkeypatch, capsys):
+    def no_torch():
+        raise ImportError("No module named 'torch'")
+    monkeypatch.setattr(sweeps, "p3_runner_options", no_torch)
+    spec = sweeps.parse_spec(write_spec(tmp_path, f"runner: p3\nconfig: {BASE}\ngrid: {{anything: [1]}}\n"))
+    assert spec.runs[0].overrides == [("anything", 1)]
+    err = capsys.readouterr().err
+    assert "warning:" in err and "override keys not checked" in err and "No module named 'torch'" in err
 
 
 def test_missing_spec_and_bad_task_id(tmp_path, capsys, monkeypatch):

@@ -6,17 +6,24 @@ def register(subparsers):
     parser = subparsers.add_parser(
         "report", help="tables (mean ± std over seeds, restart deltas) and curves from runs or a sweep's output root",
         description="Rows = arms, columns = per task and the average, mean ± std over seeds; a restart arm shows "
-                    "its difference to the matching no-restart arm as (+x.xx)/(−x.xx). Writes table.md, table.csv, "
-                    "runs.csv, metric_curves.png and loss_curves.png (lr on a second axis) into --out and prints "
-                    "the Markdown table.")
+                    "its difference to the matching no-restart arm as (+x.xx)/(−x.xx). Every run is scored on one "
+                    "split (--split). Writes table.md, table.csv, runs.csv, metric_curves.png and loss_curves.png "
+                    "(mean over seeds with a min–max band, the lr each step applied on a second axis; the plotted "
+                    "numbers in the .csv beside each) into --out and prints the Markdown table. A run that cannot "
+                    "be used (a damaged JSON file, no metrics, unfinished, no metrics of the table's split) is skipped "
+                    "with a warning naming it and listed under the table; the exit status is 0 when at least one "
+                    "run is reported, 1 when none is.")
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR",
                         help="run directories, or folders of them (a sweep's --output-root)")
     parser.add_argument("--out", help="folder for the table, CSV and figures (default: print the table only)")
     parser.add_argument("--published", nargs="?", const=True, default=None, metavar="TABLE",
-                        help="show the paper's published numbers beside ours (TABLE: table1, table2, table5; "
-                             "default: the sweep spec's report.published)")
-    parser.add_argument("--split", choices=("test", "val"), default="test",
-                        help="GLUE runs: which results file (default test, falling back to val)")
+                        help="show the paper's published numbers beside ours, row by row (TABLE: table1, table2, "
+                             "table5; without TABLE: the sweep spec's report.published); arms and paper rows "
+                             "without a counterpart are listed under the table")
+    parser.add_argument("--split", choices=("auto", "test", "eval", "val"), default=None,
+                        help="the split every run is scored on (val = eval): auto (default, or the spec's "
+                             "report.split) takes test when every run has test metrics, else eval; runs without "
+                             "the chosen split are skipped with a warning, never mixed in from another split")
     parser.add_argument("--select", choices=("last", "best"), default="last",
                         help="P3 runs: the last evaluation (default) or the best one")
     parser.add_argument("--digits", type=int, default=2, help="decimals in the Markdown table (default 2)")
@@ -36,7 +43,8 @@ def run(args):
                             figures=not args.no_figures, with_loss=args.with_loss)
     print(markdown, end="")
     if args.out:
-        names = ["table.md", "table.csv", "runs.csv", "metric_curves.png", "loss_curves.png"]
+        names = ["table.md", "table.csv", "runs.csv", "metric_curves.png", "metric_curves.csv", "loss_curves.png",
+                 "loss_curves.csv"]
         written = [n for n in names if (Path(args.out) / n).exists()]  # a figure with no curve data is not drawn
         print(f"\nwritten in {args.out}: {', '.join(written)}")
     return 0
