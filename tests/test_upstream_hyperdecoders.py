@@ -200,6 +200,11 @@ def _weights(path):
     return load_file(str(path))
 
 
+def torch_equal(a, b):
+    import torch
+    return torch.equal(a, b)
+
+
 def _losses(out_dir):
     history = json.loads((Path(out_dir) / "trainer_state.json").read_text())["log_history"]
     return [(h["step"], h["loss"]) for h in history if "loss" in h]
@@ -240,10 +245,6 @@ def test_resume_with_dropout_gives_identical_losses_and_weights(straight_run, ch
     for name in expected:
         assert torch_equal(expected[name], final[name]), f"{name} differs after resuming from step {checkpoint}"
 
-
-def torch_equal(a, b):
-    import torch
-    return torch.equal(a, b)
 
 
 def _cli_run(tmp, name, *args):
