@@ -3,13 +3,17 @@
 Checks the logged learning rate at every optimizer step against eq. 5 (computed here, independently of the
 scheduler), a second scheduler (linear with warmup) against its formula, the metric files written by the final
 generate()-based evaluation and test, and that resuming from a mid-cycle checkpoint continues the same lr sequence.
-The restart run is in the default suite; the resume and linear runs are marked slow (`pytest -m slow`).
+With dropout on, a run resumed from a checkpoint (mid-epoch past the first epoch, or at an epoch start, with gradient
+accumulation) logs the same losses and ends with the same weights as the uninterrupted run, saving after the resume.
+`hyperrestart run --tiny --nproc 2` (gloo on CPU) splits the data between the processes, loads the best model and
+follows the 1-process lr trace. The restart run is in the default suite; the others are marked slow (`pytest -m slow`).
 Needs `python bootstrap.py` (profile modern) to have materialised <root>/upstream/hyperdecoders and transformers 4.57.
 """
 import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -189,3 +193,100 @@ def test_linear_scheduler_run_without_evaluation(tiny, tmp_path_factory):
     for step in range(1, MAX_STEPS + 1):
         assert lrs[step] == pytest.approx(linear_with_warmup(step, warmup, MAX_STEPS), rel=1e-9, abs=1e-15)
     assert not (out / "eval_results.json").exists()
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+    return load_file(str(path))
+
+
+def torch_equal(a, b):
+    import torch
+    return torch.equal(a, b)
+
+
+def _losses(out_dir):
+    history = json.loads((Path(out_dir) / "trainer_state.json").read_text())["log_history"]
+    return [(h["step"], h["loss"]) for h in history if "loss" in h]
+
+
+RESUME_STEPS = 12  # 2 x 16 rows, batch 4, 2 accumulation steps: 4 optimizer steps per epoch
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny, tmp_path_factory):
+    """12 steps without interruption, dropout on, a checkpoint every 2 steps."""
+    model, data = tiny
+    assert json.loads((Path(model) / "config.json").read_text())["dropout_rate"] > 0
+    tmp = tmp_path_factory.mktemp("hd-straight")
+    out = tmp / "out"
+    cfg = _tiny_config(_reference_config("glue_restart.json"), model, data, out, n_train=16,
+                       gradient_accumulation_steps=2, max_steps=RESUME_STEPS, save_steps=2, do_eval=False,
+                       do_test=False, evaluation_strategy="no", load_best_model_at_end=False)
+    _run(cfg, tmp, "straight")
+    return out, cfg, tmp
+
+
+@pytest.mark.slow  # two training runs of 12 and 6 steps (~60 s on 2 CPU cores)
+@pytest.mark.parametrize("checkpoint", [6, 8], ids=["mid-epoch", "epoch-start"])
+def test_resume_with_dropout_gives_identical_losses_and_weights(straight_run, checkpoint):
+    out, cfg, tmp = straight_run
+    resumed_out = tmp / f"resumed-{checkpoint}"
+    resumed = dict(cfg, model_name_or_path=str(out / f"checkpoint-{checkpoint}"), output_dir=str(resumed_out))
+    result = _run(resumed, tmp, f"resumed-{checkpoint}")
+    log = result.stdout + result.stderr + (resumed_out / "log.txt").read_text()
+    assert f"Continuing training from global step {checkpoint}" in log
+    straight_losses, resumed_losses = _losses(out), _losses(resumed_out)
+    assert [step for step, _ in straight_losses] == list(range(1, RESUME_STEPS + 1))
+    assert resumed_losses == straight_losses
+    assert (resumed_out / f"checkpoint-{RESUME_STEPS}").is_dir()  # saved after resuming
+    expected, final = _weights(out / "model.safetensors"), _weights(resumed_out / "model.safetensors")
+    assert expected.keys() == final.keys()
+    for name in expected:
+        assert torch_equal(expected[name], final[name]), f"{name} differs after resuming from step {checkpoint}"
+
+
+
+def _cli_run(tmp, name, *args):
+    out = tmp / name
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    env.pop("HYPERRESTART_DATA_DIR", None)
+    result = subprocess.run([sys.executable, "-m", "hyperrestart.cli", "run",
+                             str(CONFIGS / "glue_restart.json"), "--tiny", "--dest", str(TREE.parent),
+                             "--python", sys.executable, "--output-dir", str(out), "--quiet", *args],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    return out, result
+
+
+PER_RANK = re.compile(r"Process rank (\d+) of (\d+) trained on (\d+) examples \(input_ids sha1 (\w+)\)")
+
+
+@pytest.mark.slow  # a 2-process and a 1-process --tiny run (~80 s on 2 CPU cores)
+def test_tiny_run_with_two_cpu_processes_splits_the_data(tmp_path):
+    two, result2 = _cli_run(tmp_path, "two", "--nproc", "2")
+    assert result2.returncode == 0, result2.stdout[-3000:] + result2.stderr[-3000:]
+    one, result1 = _cli_run(tmp_path, "one")
+    assert result1.returncode == 0, result1.stdout[-3000:] + result1.stderr[-3000:]
+    tiny_steps, per_device = 16, 4
+    ranks = {int(m[0]): m for m in PER_RANK.findall((two / "train.log").read_text())}
+    assert sorted(ranks) == [0, 1] and all(m[1] == "2" for m in ranks.values())
+    assert [int(ranks[r][2]) for r in (0, 1)] == [tiny_steps * per_device] * 2
+    assert ranks[0][3] != ranks[1][3], "both processes trained on the same batches"
+    single = PER_RANK.findall((one / "train.log").read_text())
+    assert [(m[0], m[1], m[2]) for m in single] == [("0", "1", str(tiny_steps * per_device))]
+    assert "Total train batch size (w. parallel, distributed & accumulation) = 8" in (two / "log.txt").read_text()
+    assert "Total train batch size (w. parallel, distributed & accumulation) = 4" in (one / "log.txt").read_text()
+    assert (two / "lr_trace.csv").read_text() == (one / "lr_trace.csv").read_text()
+    assert len((two / "lr_trace.csv").read_text().splitlines()) == tiny_steps + 1
+    # load_best_model_at_end: the saved final model is the best checkpoint's (tied weights are stored once)
+    best = json.loads((two / "trainer_state.json").read_text())["best_model_checkpoint"]
+    assert best and Path(best).is_dir()
+    final, best_weights = _weights(two / "model.safetensors"), _weights(Path(best) / "model.safetensors")
+    assert final.keys() == best_weights.keys()
+    assert all(torch_equal(final[k], best_weights[k]) for k in final)
+    if Path(best).name != f"checkpoint-{tiny_steps}":
+        last = _weights(two / f"checkpoint-{tiny_steps}" / "model.safetensors")
+        assert not all(torch_equal(final[k], last[k]) for k in final), "the last weights were kept, not the best"
+    for split in ("eval", "test"):
+        assert json.loads((two / f"{split}_results.json").read_text()).keys() == \
+            json.loads((one / f"{split}_results.json").read_text()).keys()

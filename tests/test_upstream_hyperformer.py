@@ -5,8 +5,10 @@ subprocess with that environment's python. Checks: the paper's released hyperfor
 scheduler name "consine_annealing_restart"), logs eq. 5's learning rate at every optimizer step (computed here,
 independently of the scheduler); the generate()-based validation and test write their metric files; a run resumed from
 a mid-cycle checkpoint continues the identical lr sequence; the canonical name with other T_0 / T_mult / eta_min and a
-warmup follows eq. 5 shifted by the warmup. The restart run is in the default suite; the resume and canonical-name
-runs are marked slow (`pytest -m slow`).
+warmup follows eq. 5 shifted by the warmup; with dropout on and gradient accumulation, a run resumed from a mid-epoch
+checkpoint past the first epoch logs the same losses and ends with the same weights as the uninterrupted run, saving
+(and rotating checkpoints, save_total_limit 1) after the resume. The restart run is in the default suite; the others
+are marked slow (`pytest -m slow`).
 
 Needs `python bootstrap.py` (profile modern) to have materialised <root>/upstream/hyperformer (or
 $HYPERRESTART_UPSTREAM_DEST/hyperformer) and the hyperformer environment: `hyperrestart env hyperformer`, or
@@ -187,3 +189,29 @@ def test_canonical_name_with_warmup_and_other_cycle_lengths(setup):
                                                      rel=1e-9, abs=1e-12)
     # warmup 3 then cycles of 2, 6, 18 steps: the lr is back at its maximum after steps 3, 5 and 11
     assert [step for step, lr, _ in log if lr == pytest.approx(1e-3)] == [3, 5, 11]
+
+
+@pytest.mark.slow  # two training runs of 12 and 6 steps with evaluations (~90 s on 2 CPU cores)
+def test_resume_with_dropout_gives_identical_losses_and_weights(setup):
+    import torch
+    assert json.loads((setup["model"] / "config.json").read_text())["dropout_rate"] > 0
+    steps, checkpoint = 12, 6  # 8 tasks x 4 rows, batch 4, 2 accumulation steps: 4 optimizer steps per epoch
+    settings = dict(max_steps=steps, n_train=4, gradient_accumulation_steps=2, per_device_train_batch_size=4,
+                    eval_steps=3, save_steps=3, do_test=False)
+    straight = setup["root"] / "straight"
+    train(setup, released_config(setup, straight, save_total_limit=None, **settings), "straight")
+    assert (straight / f"checkpoint-{checkpoint}" / "rng_state.pth").is_file()
+    resumed = setup["root"] / "resumed-dropout"
+    shutil.copytree(straight / f"checkpoint-{checkpoint}", resumed)
+    # the released save_total_limit 1: the first save after resuming rotates with the old run's best checkpoint
+    output = train(setup, released_config(setup, resumed, **settings), "resumed-dropout")
+    assert f"Continuing training from global step {checkpoint}" in output
+    assert (resumed / f"checkpoint-{steps}").is_dir()
+    losses = [(step, loss) for step, _, loss in logged(straight)]
+    assert [step for step, _ in losses] == list(range(1, steps + 1))
+    assert [(step, loss) for step, _, loss in logged(resumed)] == losses
+    expected = torch.load(straight / "pytorch_model.bin", map_location="cpu")
+    final = torch.load(resumed / "pytorch_model.bin", map_location="cpu")
+    assert expected.keys() == final.keys()
+    for name in expected:
+        assert torch.equal(expected[name], final[name]), f"{name} differs after resuming from step {checkpoint}"
