@@ -213,7 +213,7 @@ def check_config(config, spec: ArgumentSpec, upstream: Upstream, origin):
     if scheduler is not None and scheduler not in spec.schedulers:
         close = difflib.get_close_matches(str(scheduler), spec.schedulers, n=1, cutoff=0.6)
         problems.append(f"lr_scheduler {scheduler!r} (from {origin.get('lr_scheduler', 'the config')}) is not one "
-                        f"of {upstream.name}'s schedulers: {', '.join(spec.schedulers)}"
+                        f"of the schedulers {upstream.name} knows: {', '.join(spec.schedulers)}"
                         + (f"; did you mean {close[0]!r}?" if close else ""))
     if problems:
         raise HyperrestartError("\n  ".join([f"the {upstream.name} config has {len(problems)} problem(s); fix them "

@@ -111,8 +111,6 @@ def prepare_output_dir(args, resolved: Resolved):
     Returns the checkpoint to resume from (or None)."""
     out = resolved.output_dir
     if out is None:
-        if args.resume:
-            raise HyperrestartError("--resume needs --output-dir: the folder of the run to continue")
         resolved.output_dir = default_output_dir(args, resolved.upstream)
         resolved.config["output_dir"] = str(resolved.output_dir)
         return None
@@ -187,7 +185,8 @@ class Progress:
     BAR = re.compile(r"(\d+)/(\d+) \[")
     LOSS = re.compile(r"'loss': ([0-9.eE+-]+|nan|inf)")
 
-    def __init__(self, max_steps, stream=sys.stdout):
+    def __init__(self, max_steps, stream=None):
+        stream = stream or sys.stdout
         self.total = max_steps if isinstance(max_steps, int) and max_steps > 0 else None
         self.stream, self.step, self.loss, self.printed = stream, 0, None, 0
         self.bar = None
@@ -278,6 +277,8 @@ def summarize(output_dir: Path, config, log_text=""):
 
 def cmd_run(args):
     from ..envs import python_for
+    if args.resume and not args.output_dir:
+        raise HyperrestartError("--resume needs --output-dir: the folder of the run to continue")
     upstream = runner.upstream_for_config(args.config, args.upstream)
     runner.load_config(args.config)  # a missing or broken file is named before anything slow
     tree = runner.tree_dir(upstream, args.dest)
