@@ -457,6 +457,25 @@ def test_lr_trace_from_printed_logs():
     assert runner.lr_trace_from_log(text, config) == [(1, 3e-4), (2, 3e-4), (11, 1.505e-4)]
 
 
+# --- the command line -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("argv", [[], ["--help"]])
+def test_no_verb_prints_the_help_and_succeeds(argv):
+    result = subprocess.run([sys.executable, "-m", "hyperrestart.cli", *argv], capture_output=True, text=True,
+                            cwd=PROJECT_ROOT)
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.startswith("usage: hyperrestart") and "plot-lr" in result.stdout and "run" in result.stdout
+
+
+def test_env_help_names_the_real_default_folder(capsys, monkeypatch):
+    monkeypatch.delenv("HYPERRESTART_VENVS", raising=False)
+    assert envs.venvs_root() == PROJECT_ROOT / "upstream" / ".venvs"
+    with pytest.raises(SystemExit):
+        cli.main(["env", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "(default: $HYPERRESTART_VENVS, else upstream/.venvs in the project)" in help_text
+    assert "Create upstream/.venvs/NAME" in help_text
+
+
 # --- env ----------------------------------------------------------------------------------------------------------
 def test_python_for_names_the_command_that_creates_the_env(tmp_path):
     with pytest.raises(HyperrestartError, match=r"no environment for hyperformer at .*; create it with "
@@ -510,18 +529,77 @@ def _real_or_skip(name):
         pytest.skip(str(exc))
 
 
+@pytest.mark.slow  # imports each upstream's argument classes and trainer in its env (~10 s each)
+@pytest.mark.parametrize("name", ["hyperdecoders", "hyperformer"])
+def test_every_shipped_config_passes_the_preflight_check(name):
+    _real_or_skip(name)
+    upstream = runner.UPSTREAMS[name]
+    spec = runner.argument_spec(upstream, runner.tree_dir(upstream), envs.python_for(name))
+    assert spec.kinds["learning_rate"] == {"float"} and spec.kinds["max_steps"] == {"int"}
+    assert "list" in spec.kinds["tasks"] and "str" in spec.kinds["output_dir"]
+    assert {"cosine_annual_w_restarts", "consine_annealing_restart", "linear", "constant"} <= set(spec.schedulers)
+    for config in sorted((CONFIGS_DIR / name).glob("*.json")):
+        args = cli.build_parser().parse_args(["run", str(config), "--tiny", "--output-dir", "/nonexistent"])
+        resolved = run_cmd.resolve(args, spec)
+        runner.check_config(resolved.config, spec, upstream, resolved.origin)
+    with pytest.raises(HyperrestartError, match="did you mean 'learning_rate'"):
+        runner.check_config({"learning_rat": 1}, spec, upstream, {})
+
+
+def _run_tiny(config, out, *extra):
+    result = subprocess.run([sys.executable, "-m", "hyperrestart.cli", "run", str(CONFIGS_DIR / config), "--tiny",
+                             "--output-dir", str(out), *extra], capture_output=True, text=True, timeout=900,
+                            cwd=PROJECT_ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
 @pytest.mark.slow  # a real 16-step training run with evaluation: a minute or more per upstream on a busy CPU
 @pytest.mark.parametrize("config", ["hyperdecoders/glue_restart.json", "hyperformer/hyperformer_restart.json"])
 def test_tiny_restart_run_end_to_end(config, tmp_path):
-    name = config.split("/")[0]
-    _real_or_skip(name)
+    from hyperrestart.scheduler import lr_schedule
+    _real_or_skip(config.split("/")[0])
     out = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "hyperrestart.cli", "run", str(CONFIGS_DIR / config), "--tiny",
-                             "--quiet", "--output-dir", str(out)], capture_output=True, text=True, timeout=900,
-                            cwd=PROJECT_ROOT)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "restarts at:  1, 3, 7, 15 " in result.stdout, result.stdout
+    printed = _run_tiny(config, out)
+    assert "restarts at:  2, 4, 8, 16 " in printed, printed
+    assert len(printed.splitlines()) < 25  # progress and summary; the trainer's output is in train.log
+    assert "step 16/16" in printed and len((out / "train.log").read_text().splitlines()) > 100
+    assert json.loads((out / runner.RUN_CONFIG).read_text())["max_steps"] == 16
     rows = list(csv.DictReader(open(out / "lr_trace.csv")))
     assert [int(r["step"]) for r in rows] == list(range(1, 17))
-    assert float(rows[0]["learning_rate"]) == pytest.approx(3e-4)
-    assert float(rows[1]["learning_rate"]) == pytest.approx(1.505e-4, rel=1e-3)
+    config_used = json.loads((out / runner.RUN_CONFIG).read_text())
+    assert [float(r["lr_applied"]) for r in rows] == pytest.approx(lr_schedule(config_used, 16), rel=1e-6)
+
+
+@pytest.mark.slow  # a real MRQA run on the tiny data (chunking, generation, squad metrics)
+def test_tiny_mrqa_run_end_to_end(tmp_path):
+    _real_or_skip("hyperdecoders")
+    out = tmp_path / "mrqa"
+    printed = _run_tiny("hyperdecoders/mrqa_restart.json", out)
+    assert "restarts at:  2, 4, 8, 16 " in printed, printed
+    metrics = {name: json.loads((out / name).read_text()) for name in ("eval_results.json", "test_results.json")
+               if (out / name).exists()}
+    assert metrics and all(any("f1" in key for key in m) for m in metrics.values()), metrics
+
+
+@pytest.mark.slow  # two real runs: an interrupted one (simulated by deleting its end) and its resumption
+def test_tiny_run_resumes_from_its_checkpoint(tmp_path):
+    _real_or_skip("hyperdecoders")
+    out = tmp_path / "run"
+    sets = ["--set", "save_total_limit=3", "--set", "load_best_model_at_end=false"]
+    _run_tiny("hyperdecoders/glue_restart.json", out, *sets)
+    full = list(csv.DictReader(open(out / "lr_trace.csv")))
+    state = json.loads((out / "trainer_state.json").read_text())
+    # what a run killed between steps 8 and 16 leaves: checkpoint-8, no final state, model or checkpoint-16
+    shutil.rmtree(out / "checkpoint-16")
+    for path in out.iterdir():
+        if path.is_file() and path.name not in (runner.RUN_CONFIG, "train.log"):
+            path.unlink()
+    printed = _run_tiny("hyperdecoders/glue_restart.json", out, *sets, "--resume")
+    assert "from checkpoint-8" in printed
+    resumed = json.loads((out / "trainer_state.json").read_text())
+    assert resumed["global_step"] == 16
+    assert [e["step"] for e in resumed["log_history"] if "loss" in e] == list(range(1, 17))
+    assert [e["learning_rate"] for e in resumed["log_history"] if "loss" in e] == pytest.approx(
+        [e["learning_rate"] for e in state["log_history"] if "loss" in e])
+    assert list(csv.DictReader(open(out / "lr_trace.csv"))) == full
