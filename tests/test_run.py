@@ -398,6 +398,18 @@ def test_default_output_is_quiet_with_progress_and_verbose_streams(tmp_path, fak
     assert not any(line.startswith("step ") for line in capsys.readouterr().out.splitlines())
 
 
+def test_progress_follows_the_training_bar_only(capsys):
+    progress = run_cmd.Progress(16)
+    for line in ["Map: 100%|██████████| 16/16 [00:00<00:00, 632.88 examples/s]",  # datasets, before training
+                 "  0%|          | 0/16 [00:00<?, ?it/s]/site-packages/torch/utils/data/dataloader.py:759: UserWarning",
+                 "  6%|▋         | 1/16 [00:00<00:07,  1.94it/s]", "{'loss': 81.266, 'learning_rate': 0.0003}",
+                 " 12%|█▎        | 2/16 [00:01<00:09,  1.52it/s]", "7it [00:00,  8.57it/s]",  # an evaluation
+                 "100%|██████████| 1/1 [00:00<00:00,  4.03it/s]", "100%|██████████| 16/16 [00:09<00:00,  4.03it/s]"]:
+        progress.feed(line)
+    progress.close()
+    assert capsys.readouterr().out.splitlines() == ["step 2/16  loss 81.27", "step 16/16  loss 81.27"]
+
+
 def test_failing_script_exits_non_zero_and_names_the_log(tmp_path, capsys):
     dest = tmp_path / "dest"
     config = CONFIGS_DIR / "hyperformer" / "adapter_restart.json"

@@ -180,9 +180,10 @@ def run_env(upstream, tree, config, output_dir, tiny):
 
 class Progress:
     """The default view of a training run: the step count (read from the Trainer's progress bar, whose total is
-    max_steps) and the last logged loss; a tqdm bar on a terminal, otherwise a line every tenth of the run."""
+    max_steps) and the last logged loss; a tqdm bar on a terminal, otherwise a line every tenth of the run.
+    Other progress bars (datasets' "Map: ...", evaluation) have a description or another total."""
 
-    BAR = re.compile(r"(\d+)/(\d+) \[")
+    BAR = re.compile(r"^\s*\d+%\|[^|]*\| (\d+)/(\d+) \[")  # a bar without a description ("Map: ..." has one)
     LOSS = re.compile(r"'loss': ([0-9.eE+-]+|nan|inf)")
 
     def __init__(self, max_steps, stream=None):
@@ -198,8 +199,9 @@ class Progress:
         loss = self.LOSS.search(line)
         if loss:
             self.loss = float(loss.group(1))
-        for done, total in self.BAR.findall(line):
-            done, total = int(done), int(total)
+        bar = self.BAR.match(line)
+        if bar:
+            done, total = int(bar.group(1)), int(bar.group(2))
             if self.total is None:
                 self.total = total  # epoch-based run: the first bar is the training bar
                 if self.bar is not None:
