@@ -612,6 +612,10 @@ def test_tiny_run_resumes_from_its_checkpoint(tmp_path):
     resumed = json.loads((out / "trainer_state.json").read_text())
     assert resumed["global_step"] == 16
     assert [e["step"] for e in resumed["log_history"] if "loss" in e] == list(range(1, 17))
+    # the schedule continues exactly; the losses before the checkpoint are the first run's (after it they differ:
+    # the upstream trainers do not restore the random state)
     assert [e["learning_rate"] for e in resumed["log_history"] if "loss" in e] == pytest.approx(
         [e["learning_rate"] for e in state["log_history"] if "loss" in e])
+    assert [e["loss"] for e in resumed["log_history"] if "loss" in e][:8] == \
+        [e["loss"] for e in state["log_history"] if "loss" in e][:8]
     assert list(csv.DictReader(open(out / "lr_trace.csv"))) == full
