@@ -2,6 +2,7 @@
 and reading the run back (lr trace, restarts, metrics, checkpoints)."""
 import csv
 import difflib
+import hashlib
 import json
 import os
 import re
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import HyperrestartError
-from .paths import CONFIGS_DIR, DEFAULT_DEST
+from .paths import CONFIGS_DIR, DEFAULT_DEST, cache_dir
 
 
 @dataclass(frozen=True)
@@ -183,8 +184,36 @@ print(json.dumps({{"kinds": fields, "schedulers": sorted(arg_to_scheduler)}}))
 """
 
 
+def _spec_cache_file(upstream: Upstream, tree: Path, python):
+    """Where argument_spec caches its answer for this tree and env, or None when the env is not one `hyperrestart env`
+    made (its marker records the installed requirements; an arbitrary --python is asked every time)."""
+    from .envs import MARKER
+    marker = Path(python).parent.parent / MARKER
+    if not marker.is_file():
+        return None
+    digest = hashlib.sha256(f"{Path(python).absolute()}\0".encode() + marker.read_bytes())
+    for path in sorted(p for p in tree.rglob("*.py") if ".git" not in p.relative_to(tree).parts):
+        digest.update(f"\0{path.relative_to(tree)}\0".encode() + path.read_bytes())
+    return cache_dir() / "argspec" / f"{upstream.name}-{digest.hexdigest()[:16]}.json"
+
+
 def argument_spec(upstream: Upstream, tree: Path, python) -> ArgumentSpec:
-    """The upstream's arguments and scheduler names, imported in its env (a subprocess, offline)."""
+    """The upstream's arguments and scheduler names, imported in its env (a subprocess, offline); cached per tree
+    content and env."""
+    cached = _spec_cache_file(upstream, tree, python)
+    if cached is not None and cached.is_file():
+        data = json.loads(cached.read_text())
+    else:
+        data = _import_spec(upstream, tree, python)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, cached)
+    return ArgumentSpec({name: set(kinds) for name, kinds in data["kinds"].items()}, tuple(data["schedulers"]))
+
+
+def _import_spec(upstream: Upstream, tree: Path, python) -> dict:
     snippet = _SPEC_SNIPPET.format(args_import=upstream.args_import, trainer_module=upstream.trainer_module,
                                    classes=", ".join(ARGUMENT_CLASSES))
     env = dict(process_env(upstream, tree), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
@@ -197,8 +226,7 @@ def argument_spec(upstream: Upstream, tree: Path, python) -> ArgumentSpec:
     if result.returncode != 0:
         raise HyperrestartError(f"cannot import the {upstream.name} argument classes with {python}: "
                                 + (result.stderr.strip().splitlines() or ["?"])[-1])
-    data = json.loads(result.stdout.strip().splitlines()[-1])
-    return ArgumentSpec({name: set(kinds) for name, kinds in data["kinds"].items()}, tuple(data["schedulers"]))
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def check_config(config, spec: ArgumentSpec, upstream: Upstream, origin):

@@ -371,6 +371,30 @@ def test_preflight_refuses_bad_keys_and_values_before_the_trainer_starts(tmp_pat
     assert "Traceback" not in err and not (tmp_path / "out").exists()
 
 
+def test_argument_spec_is_cached_per_tree_content_and_env(tmp_path, fake_dest, monkeypatch):
+    monkeypatch.setenv("HYPERRESTART_CACHE", str(tmp_path / "cache"))
+    upstream = runner.UPSTREAMS["hyperdecoders"]
+    tree = fake_dest / "hyperdecoders"
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    (venv / envs.MARKER).write_text('{"requirements_sha256": "a"}')
+    first = runner.argument_spec(upstream, tree, venv / "bin" / "python")
+    calls = []
+    real_run = subprocess.run
+    monkeypatch.setattr(runner.subprocess, "run", lambda *a, **k: calls.append(a) or real_run(*a, **k))
+    assert runner.argument_spec(upstream, tree, venv / "bin" / "python") == first and calls == []
+    args_file = tree / "hyperdecoder" / "training_args.py"
+    args_file.write_text(args_file.read_text().replace("learning_rate:", "learning_rate_x:"))
+    edited = runner.argument_spec(upstream, tree, venv / "bin" / "python")  # the tree changed: asked again
+    assert len(calls) == 1 and "learning_rate_x" in edited.kinds and "learning_rate" not in edited.kinds
+    (venv / envs.MARKER).write_text('{"requirements_sha256": "b"}')
+    runner.argument_spec(upstream, tree, venv / "bin" / "python")  # the env changed
+    runner.argument_spec(upstream, tree, sys.executable)  # not an env of `hyperrestart env`: never cached
+    runner.argument_spec(upstream, tree, sys.executable)
+    assert len(calls) == 4
+
+
 def test_preflight_names_a_typo_in_the_config_file(tmp_path, capsys):
     config = tmp_path / "hyperdecoders" / "typo.json"
     config.parent.mkdir()
