@@ -70,8 +70,6 @@ def load_config(path) -> dict:
 
 
 # --- --set and the argument types ------------------------------------------------------------------------------
-SET_SYNTAX = ("--set KEY=VALUE: VALUE is JSON (3e-4, 65535, true, null, '[\"rte\"]'); for a string argument a bare "
-              "word is the string itself (--set model_name_or_path=/models/t5)")
 KIND_EXAMPLES = {"int": "an integer, e.g. 65535", "float": "a number, e.g. 3e-4", "bool": "true or false",
                  "list": "a JSON list, e.g. '[\"rte\", \"mrpc\"]'", "dict": "a JSON object, e.g. '{\"a\": 1}'",
                  "str": "a string", "null": "null"}

@@ -23,7 +23,7 @@ from .paths import cache_dir as _default_cache_dir
 
 # Bump when the generated files change: the cache key includes it, so old caches are never reused.
 MODEL_VERSION = "t5-tiny-v2"
-DATA_VERSION = "data-tiny-v2"  # v2: mrqa/ beside glue/ (v1 was glue only)
+DATA_VERSION = "data-tiny-v3"  # v2/v3: mrqa/ beside glue/ (v1, "glue-tiny-v1", was glue only)
 SEED = 1234
 
 MODEL_CONFIG = dict(d_model=32, d_ff=64, d_kv=16, num_layers=2, num_decoder_layers=2, num_heads=2,
@@ -192,7 +192,8 @@ def _rows_for_task(task, text, n):
 
 def _mrqa_rows(text, n, split):
     """n MRQA questions: a context of three sentences, a question about one of them ("what does the <subject>
-    <verb> ?" / "who <verb>s the <object> ?"), its answer the sentence's object / subject phrase, with char spans."""
+    <verb> ?" / "who <verbs> the <object> ?"), its answer the sentence's object / subject phrase, with its char span
+    (end inclusive) and token span (whitespace tokens of the context), as in MRQA."""
     r = text.rng
     rows = []
     for i in range(n):
@@ -212,12 +213,13 @@ def _mrqa_rows(text, n, split):
             question, answer = f"who {p['verb']} the {p['obj']} ?", f"the {p['adj']} {p['subj']}"
             offset = 0
         start = sum(len(s) + 1 for s in sentences[:k]) + offset
-        assert context[start:start + len(answer)] == answer
+        token = len(context[:start].split())
         rows.append({"subset": MRQA_SUBSETS[i % len(MRQA_SUBSETS)], "context": context, "qid": f"{split}-{i}",
                      "question": question, "answers": [answer],
                      "detected_answers": {"text": [answer],
                                           "char_spans": [{"start": [start], "end": [start + len(answer) - 1]}],
-                                          "token_spans": [{"start": [0], "end": [0]}]}})
+                                          "token_spans": [{"start": [token],
+                                                           "end": [token + len(answer.split()) - 1]}]}})
     return rows
 
 

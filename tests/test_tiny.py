@@ -156,6 +156,9 @@ def test_data_dir_holds_glue_and_mrqa_with_the_hub_columns(data_dir, glue_dir):
         span = row["detected_answers"]["char_spans"][0]
         start, end = span["start"][0], span["end"][0]  # MRQA spans: end inclusive
         assert row["context"][start:end + 1] == row["answers"][0] == row["detected_answers"]["text"][0]
+        tokens = row["detected_answers"]["token_spans"][0]
+        words = row["context"].split()[tokens["start"][0]:tokens["end"][0] + 1]
+        assert " ".join(words) == row["answers"][0]
         assert row["question"].split()[0] in ("what", "who")
 
 
