@@ -94,6 +94,8 @@ def test_resolution_applies_overrides_in_order_and_sets_output_dir(tmp_path):
     assert resolved.origin["max_steps"] == resolved.origin["restart_t0"] == "--set"
     assert resolved.origin["learning_rate"] == "the config"
     assert resolve([str(RESTART)]).output_dir is None  # a fresh default folder is made when the run starts
+    with pytest.raises(HyperrestartError, match="choose the folder with --output-dir"):
+        resolve([str(RESTART), "--set", "output_dir=runs/x"])
 
 
 def test_default_output_dirs_are_unique_within_a_second(tmp_path, monkeypatch):

@@ -66,7 +66,9 @@ def tiny_overrides(upstream, config):
 
 def resolve(args, spec=None) -> Resolved:
     """The upstream and the config from CONFIG, --tiny and --set (values typed by spec, runner.argument_spec),
-    without touching anything. --set applies last, so it wins over --tiny."""
+    without touching the output folder. --set applies last, so it wins over --tiny."""
+    if any(runner.parse_set(item)[0] == "output_dir" for item in args.set):
+        raise HyperrestartError("--set output_dir: `run` sets output_dir itself; choose the folder with --output-dir")
     upstream = runner.upstream_for_config(args.config, args.upstream)
     config = runner.load_config(args.config)
     kinds = spec.kinds if spec else None
