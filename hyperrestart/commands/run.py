@@ -139,7 +139,7 @@ def resume_checkpoint(out: Path, resolved: Resolved, entries):
     if not saved_file.is_file():
         raise HyperrestartError(f"--resume: {out} holds no run started by `hyperrestart run` ({runner.RUN_CONFIG} "
                                 f"missing{'; it is empty' if not entries else ''}); start one without --resume")
-    saved = json.loads(saved_file.read_text())
+    saved = runner.load_config(saved_file)
     changed = sorted(k for k in set(saved) | set(config) if saved.get(k, "<unset>") != config.get(k, "<unset>"))
     if changed:
         diffs = "; ".join(f"{k}: run {saved.get(k, '<unset>')!r}, now {config.get(k, '<unset>')!r}" for k in changed)
