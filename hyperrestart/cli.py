@@ -30,9 +30,9 @@ def build_parser(prog="hyperrestart"):
 def main(argv=None, prog="hyperrestart"):
     parser = build_parser(prog)
     args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
+    if not getattr(args, "func", None):  # no verb: asking what there is, not an error
         parser.print_help()
-        return 2
+        return 0
     try:
         return int(args.func(args) or 0)
     except HyperrestartError as exc:

@@ -1,6 +1,8 @@
 """Run an upstream's training script on a config: which upstream, the resolved config, the command and environment,
 and reading the run back (lr trace, restarts, metrics, checkpoints)."""
 import csv
+import difflib
+import hashlib
 import json
 import os
 import re
@@ -9,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import HyperrestartError
-from .paths import CONFIGS_DIR, DEFAULT_DEST
+from .paths import CONFIGS_DIR, DEFAULT_DEST, cache_dir
 
 
 @dataclass(frozen=True)
@@ -19,15 +21,18 @@ class Upstream:
     script: str  # inside workdir
     pythonpath: tuple  # inside the tree, prepended to PYTHONPATH
     args_import: str  # python importing ARGUMENT_CLASSES (run in workdir)
+    trainer_module: str  # the module whose arg_to_scheduler picks the lr schedule
 
 
 ARGUMENT_CLASSES = ("ModelArguments", "DataTrainingArguments", "Seq2SeqTrainingArguments", "AdapterTrainingArguments")
 
 UPSTREAMS = {
     "hyperdecoders": Upstream("hyperdecoders", "hyperdecoder", "finetune_trainer.py", (),
-                              "from training_args import " + ", ".join(ARGUMENT_CLASSES)),
+                              "from training_args import " + ", ".join(ARGUMENT_CLASSES),
+                              "third_party.trainers.t5_trainer"),
     "hyperformer": Upstream("hyperformer", "hyperformer", "finetune_t5_trainer.py", (".",),
-                            "from hyperformer.training_args import " + ", ".join(ARGUMENT_CLASSES)),
+                            "from hyperformer.training_args import " + ", ".join(ARGUMENT_CLASSES),
+                            "hyperformer.third_party.trainers.t5_trainer"),
 }
 
 
@@ -64,24 +69,51 @@ def load_config(path) -> dict:
     return config
 
 
-def parse_set(item):
-    """"key=value" -> (key, value); value parsed as JSON when it parses (3e-4, true, ["rte"]), else the string."""
+# --- --set and the argument types ------------------------------------------------------------------------------
+KIND_EXAMPLES = {"int": "an integer, e.g. 65535", "float": "a number, e.g. 3e-4", "bool": "true or false",
+                 "list": "a JSON list, e.g. '[\"rte\", \"mrpc\"]'", "dict": "a JSON object, e.g. '{\"a\": 1}'",
+                 "str": "a string", "null": "null"}
+
+
+def _json_kind(value):
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    return {int: "int", float: "float", str: "str", list: "list", dict: "dict"}[type(value)]
+
+
+def parse_set(item, kinds=None):
+    """"key=value" -> (key, value). `kinds` maps an argument name to the JSON kinds it takes (argument_spec): the
+    value must be JSON of one of them, except that a string argument also takes a bare word as the string. Without
+    a known kind the value is JSON when it parses, else the string."""
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
         raise HyperrestartError(f"--set {item!r}: expected key=value with a training-argument name as key, "
                                 f"e.g. --set max_steps=65535")
+    accepted = (kinds or {}).get(key)
     try:
-        value = json.loads(raw)
+        value, parsed = json.loads(raw), True
     except ValueError:
-        value = raw
-    return key, value
+        value, parsed = raw, False
+    if not accepted or "any" in accepted:
+        return key, value
+    if parsed:
+        kind = _json_kind(value)
+        if kind in accepted or (kind == "int" and "float" in accepted):
+            return key, value
+    if "str" in accepted:
+        return key, raw
+    wanted = " or ".join(KIND_EXAMPLES[k] for k in sorted(accepted) if k != "null")
+    raise HyperrestartError(f"--set {item}: {key} takes {wanted}" + (" (or null)" if "null" in accepted else "")
+                            + f", not {raw!r}")
 
 
-def apply_overrides(config, items):
+def apply_overrides(config, items, kinds=None):
     resolved = dict(config)
     for item in items or ():
-        key, value = parse_set(item)
+        key, value = parse_set(item, kinds)
         resolved[key] = value
     return resolved
 
@@ -120,19 +152,112 @@ def command(upstream: Upstream, python, config_file, nproc=None):
     return [str(python), upstream.script, str(config_file)]
 
 
-def argument_fields(upstream: Upstream, tree: Path, python) -> set:
-    """Names of every field of the upstream's argument dataclasses, imported in its env (subprocess)."""
-    snippet = (upstream.args_import + "\nimport dataclasses, json\nprint(json.dumps(sorted({f.name for c in ("
-               + ", ".join(ARGUMENT_CLASSES) + ") for f in dataclasses.fields(c)})))")
-    result = subprocess.run([str(python), "-c", snippet], cwd=tree / upstream.workdir, capture_output=True, text=True,
-                            env=process_env(upstream, tree), timeout=300)
+@dataclass(frozen=True)
+class ArgumentSpec:
+    """What the upstream's script accepts: its argument fields (name -> JSON kinds) and lr scheduler names."""
+    kinds: dict
+    schedulers: tuple
+
+
+# Run in the upstream's env (cwd = workdir): the argument dataclasses' fields with the JSON kinds each type takes, and
+# the keys of the trainer's arg_to_scheduler (the dict that picks the schedule).
+_SPEC_SNIPPET = """
+import dataclasses, enum, json, types, typing
+{args_import}
+from {trainer_module} import arg_to_scheduler
+def kinds(tp):
+    if tp is type(None): return {{"null"}}
+    if tp is bool: return {{"bool"}}
+    if tp is int: return {{"int"}}
+    if tp is float: return {{"float"}}
+    if tp is str or (isinstance(tp, type) and issubclass(tp, enum.Enum)): return {{"str"}}
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is getattr(types, "UnionType", None):
+        return set().union(*(kinds(a) for a in typing.get_args(tp)))
+    if tp in (list, tuple) or origin in (list, tuple): return {{"list"}}
+    if tp is dict or origin is dict: return {{"dict"}}
+    return {{"any"}}
+fields = {{f.name: sorted(kinds(f.type)) for c in ({classes}) for f in dataclasses.fields(c)}}
+print(json.dumps({{"kinds": fields, "schedulers": sorted(arg_to_scheduler)}}))
+"""
+
+
+def _spec_cache_file(upstream: Upstream, tree: Path, python):
+    """Where argument_spec caches its answer for this tree and env, or None when the env is not one `hyperrestart env`
+    made (its marker records the installed requirements; an arbitrary --python is asked every time)."""
+    from .envs import MARKER
+    marker = Path(python).parent.parent / MARKER
+    if not marker.is_file():
+        return None
+    digest = hashlib.sha256(f"{Path(python).absolute()}\0".encode() + marker.read_bytes())
+    for path in sorted(p for p in tree.rglob("*.py") if ".git" not in p.relative_to(tree).parts):
+        digest.update(f"\0{path.relative_to(tree)}\0".encode() + path.read_bytes())
+    return cache_dir() / "argspec" / f"{upstream.name}-{digest.hexdigest()[:16]}.json"
+
+
+def argument_spec(upstream: Upstream, tree: Path, python) -> ArgumentSpec:
+    """The upstream's arguments and scheduler names, imported in its env (a subprocess, offline); cached per tree
+    content and env."""
+    cached = _spec_cache_file(upstream, tree, python)
+    if cached is not None and cached.is_file():
+        data = json.loads(cached.read_text())
+    else:
+        data = _import_spec(upstream, tree, python)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, cached)
+    return ArgumentSpec({name: set(kinds) for name, kinds in data["kinds"].items()}, tuple(data["schedulers"]))
+
+
+def _import_spec(upstream: Upstream, tree: Path, python) -> dict:
+    snippet = _SPEC_SNIPPET.format(args_import=upstream.args_import, trainer_module=upstream.trainer_module,
+                                   classes=", ".join(ARGUMENT_CLASSES))
+    env = dict(process_env(upstream, tree), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    try:
+        result = subprocess.run([str(python), "-c", snippet], cwd=tree / upstream.workdir, capture_output=True,
+                                text=True, env=env, timeout=300)
+    except OSError as exc:
+        raise HyperrestartError(f"cannot run {python} ({exc.strerror}); create the env with "
+                                f"`hyperrestart env {upstream.name}` or pass --python") from None
     if result.returncode != 0:
         raise HyperrestartError(f"cannot import the {upstream.name} argument classes with {python}: "
                                 + (result.stderr.strip().splitlines() or ["?"])[-1])
-    return set(json.loads(result.stdout.strip().splitlines()[-1]))
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def check_config(config, spec: ArgumentSpec, upstream: Upstream, origin):
+    """Refuse keys the upstream's script does not take (with the closest names) and unknown lr schedulers.
+    origin: key -> where it came from ("the config", "--set", "--tiny"), for the message."""
+    problems = []
+    for key in sorted(k for k in config if k not in spec.kinds):
+        close = difflib.get_close_matches(key, list(spec.kinds), n=3, cutoff=0.75)
+        problems.append(f"unknown training argument {key!r} (from {origin.get(key, 'the config')})"
+                        + (f"; did you mean {' or '.join(map(repr, close))}?" if close else ""))
+    scheduler = config.get("lr_scheduler")
+    if scheduler is not None and scheduler not in spec.schedulers:
+        close = difflib.get_close_matches(str(scheduler), spec.schedulers, n=1, cutoff=0.6)
+        problems.append(f"lr_scheduler {scheduler!r} (from {origin.get('lr_scheduler', 'the config')}) is not one "
+                        f"of the schedulers {upstream.name} knows: {', '.join(spec.schedulers)}"
+                        + (f"; did you mean {close[0]!r}?" if close else ""))
+    if problems:
+        raise HyperrestartError("\n  ".join([f"the {upstream.name} config has {len(problems)} problem(s); fix them "
+                                             f"in the config file or the --set values:"] + problems))
 
 
 # --- reading a run back ---------------------------------------------------------------------------------------------
+RUN_CONFIG = "hyperrestart_config.json"  # the resolved config `run` saves (the trainer writes the model's config.json)
+RESUME_CONFIG = "hyperrestart_resume_config.json"  # RUN_CONFIG pointed at the checkpoint a --resume continues from
+
+
+def latest_checkpoint(output_dir: Path):
+    """The checkpoint-N folder with the highest N that holds what a resume needs, or None."""
+    complete = [p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
+                and all((p / name).is_file() for name in ("trainer_state.json", "optimizer.pt", "scheduler.pt"))]
+    return max(complete, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
 def latest_trainer_state(output_dir: Path):
     """The trainer_state.json with the highest global_step (output_dir itself or a checkpoint-*), or None."""
     best = None
@@ -147,20 +272,29 @@ def latest_trainer_state(output_dir: Path):
     return best
 
 
-def lr_trace_from_state(state) -> list:
-    """[(step, learning_rate)] from a trainer state's log_history (first entry per step)."""
-    seen = {}
-    for entry in state.get("log_history", []):
-        if "learning_rate" in entry and "step" in entry and entry["step"] not in seen:
-            seen[entry["step"]] = float(entry["learning_rate"])
-    return sorted(seen.items())
+def applied_lrs(logged, initial, last_step=None) -> list:
+    """[(step, lr applied by optimizer step `step`)] from the Trainer's logged [(k, lr after step k)]: step 1 applies
+    the initial lr, step k+1 the lr logged at k (LR step numbering of the project); steps past last_step dropped."""
+    trace = {1: float(initial)}
+    for step, lr in logged:
+        if last_step is None or step + 1 <= last_step:
+            trace.setdefault(step + 1, float(lr))
+    return sorted(trace.items())
+
+
+def lr_trace_from_state(state, config) -> list:
+    """The applied-lr trace (applied_lrs) from a trainer state's log_history, up to its global_step."""
+    logged = [(int(e["step"]), float(e["learning_rate"])) for e in state.get("log_history", [])
+              if "learning_rate" in e and "step" in e]
+    return applied_lrs(logged, initial_lr(config), state.get("global_step") or None)
 
 
 _LOG_DICT = re.compile(r"\{[^{}]*'learning_rate': [^{}]*\}")
 
 
-def lr_trace_from_log(text) -> list:
-    """Fallback: the Trainer's printed log dicts ({'loss': ..., 'learning_rate': ...}), numbered 1, 2, ... ."""
+def lr_trace_from_log(text, config) -> list:
+    """Fallback for a run without trainer_state.json: the Trainer's printed log dicts ({'loss': ..,
+    'learning_rate': ..}), at the config's logging steps (logging_first_step, then every logging_steps)."""
     import ast
     values = []
     for match in _LOG_DICT.finditer(text):
@@ -168,25 +302,31 @@ def lr_trace_from_log(text) -> list:
             values.append(float(ast.literal_eval(match.group(0))["learning_rate"]))
         except (ValueError, SyntaxError, KeyError):
             continue
-    return list(enumerate(values, start=1))
+    every = int(config.get("logging_steps") or 500)
+    steps = ([1] if config.get("logging_first_step") and every != 1 else []) + \
+        list(range(every, every * (len(values) + 1), every))
+    return applied_lrs(list(zip(steps, values)), initial_lr(config))
+
+
+LR_TRACE_HEADER = ("step", "lr_applied")  # lr_applied: the lr that optimizer step `step` used
 
 
 def write_lr_trace(trace, path: Path):
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["step", "learning_rate"])
+        writer.writerow(LR_TRACE_HEADER)
         writer.writerows((step, repr(lr)) for step, lr in trace)
 
 
-def restart_steps(trace, initial_lr, rel=1e-6):
-    """Steps after which the lr went back up to start a new cycle: a rise after a fall, or (T_0 = 1 style) a step
-    that leaves the lr flat at its start value right before a fall. Warmup ramps and constant lrs are not restarts."""
-    points = [(0, float(initial_lr))] + [(s, lr) for s, lr in trace]
+def restart_steps(trace, rel=1e-6):
+    """Steps that start a new cycle in an applied-lr trace [(step, lr)]: the lr rises again after having fallen, or
+    (T_0 = 1) stays at its start value for one more step right before its first fall. Warmup ramps and constant lrs
+    have none. For SGDR T_0=1, T_mult=2: 2, 4, 8, 16, ..."""
     restarts, fell = [], False
-    for i in range(1, len(points)):
-        step, cur = points[i]
-        prev = points[i - 1][1]
-        nxt = points[i + 1][1] if i + 1 < len(points) else None
+    for i in range(1, len(trace)):
+        step, cur = trace[i]
+        prev = trace[i - 1][1]
+        nxt = trace[i + 1][1] if i + 1 < len(trace) else None
         rose = cur > prev * (1 + rel) + 1e-30
         flat = abs(cur - prev) <= rel * max(abs(prev), 1e-30)
         if (rose and fell) or (flat and not fell and cur > 0 and nxt is not None and nxt < cur * (1 - rel)):

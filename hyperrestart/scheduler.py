@@ -1,4 +1,7 @@
 """The restart scheduler, loaded from its single source in overlay/common (the file dropped into both upstreams)."""
+import warnings
+
+from .errors import HyperrestartError
 from .overlay_import import load_overlay_module
 from .paths import RESTART_SCHEDULER_FILE
 
@@ -11,3 +14,58 @@ canonical_scheduler_name = _module.canonical_scheduler_name
 restart_scheduler_from_args = _module.restart_scheduler_from_args
 SCHEDULER_NAME = _module.SCHEDULER_NAME
 SCHEDULER_NAMES = _module.SCHEDULER_NAMES
+
+
+# The upstreams' arg_to_scheduler: name -> transformers function (each takes optimizer, warmup[, total]).
+HF_SCHEDULERS = {
+    "linear": "get_linear_schedule_with_warmup",
+    "cosine": "get_cosine_schedule_with_warmup",
+    "cosine_w_restarts": "get_cosine_with_hard_restarts_schedule_with_warmup",
+    "polynomial": "get_polynomial_decay_schedule_with_warmup",
+    "constant": "get_constant_schedule",
+    "constant_w_warmup": "get_constant_schedule_with_warmup",
+}
+
+
+def _optimizer(lr):
+    import torch
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+
+
+def restart_settings(config):
+    """(T_0, T_mult, eta_min, warmup steps) of a restart config, with the trainers' defaults."""
+    return (int(config.get("restart_t0", _module.DEFAULT_T0)),
+            int(config.get("restart_t_mult", _module.DEFAULT_T_MULT)), float(config.get("eta_min", _module.DEFAULT_ETA_MIN)), int(config.get("restart_warmup_steps") or 0))
+
+
+def lr_schedule(config, max_steps):
+    """[lr applied by optimizer step k for k in 1..max_steps] (the lr after k-1 scheduler steps) of a config:
+    the restart scheduler on a dummy parameter, or transformers' schedule."""
+    name = config.get("lr_scheduler", "linear")
+    lr = float(config.get("learning_rate", 5e-5))
+    if name in SCHEDULER_NAMES:
+        canonical_scheduler_name(name)
+        t_0, t_mult, eta_min, warmup = restart_settings(config)
+        sched = RestartScheduler(_optimizer(lr), t_0=t_0, t_mult=t_mult, eta_min=eta_min, warmup_steps=warmup)
+        group = sched.optimizer.param_groups[0]
+        lrs = [group["lr"]]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": no training here
+            for _ in range(max_steps - 1):
+                sched.step()
+                lrs.append(group["lr"])
+        return lrs
+    if name not in HF_SCHEDULERS:
+        raise HyperrestartError(f"lr_scheduler {name!r} is not known; use one of: "
+                                f"{', '.join(sorted(set(SCHEDULER_NAMES) | set(HF_SCHEDULERS)))}")
+    import transformers
+    make = getattr(transformers, HF_SCHEDULERS[name])
+    warmup = int(config.get("warmup_steps") or 0)
+    if name == "constant":
+        sched = make(_optimizer(lr))
+    elif name == "constant_w_warmup":
+        sched = make(_optimizer(lr), warmup)
+    else:
+        sched = make(_optimizer(lr), warmup, max_steps)
+    factor = sched.lr_lambdas[0]  # LambdaLR: the lr after n steps is lr * factor(n), no need to step
+    return [lr * factor(n) for n in range(max_steps)]

@@ -88,7 +88,7 @@ def _fields_or_skip(name):
     except HyperrestartError as exc:
         pytest.skip(str(exc))
     try:
-        return runner.argument_fields(runner.upstream_named(name), tree, python)
+        return set(runner.argument_spec(runner.upstream_named(name), tree, python).kinds)
     except HyperrestartError as exc:
         pytest.skip(str(exc))
 

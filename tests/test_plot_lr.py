@@ -5,7 +5,8 @@ import pytest
 
 from hyperrestart import cli
 from hyperrestart.commands import plot_lr
-from hyperrestart.paths import CONFIGS_DIR
+from hyperrestart.paths import CONFIGS_DIR, PROJECT_ROOT
+from hyperrestart.scheduler import lr_schedule
 
 RESTART = CONFIGS_DIR / "hyperdecoders" / "glue_restart.json"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -53,13 +54,13 @@ def test_max_steps_flag_and_restart_settings(tmp_path, capsys):
 
 def test_learning_rates_are_the_lr_each_step_uses():
     config = json.loads(RESTART.read_text())
-    lrs = plot_lr.learning_rates(config, 16)
+    lrs = lr_schedule(config, 16)
     # step k uses the lr logged at step k-1 (UPSTREAM-FACTS trace, shifted by one; step 1 uses the initial lr)
     assert lrs == pytest.approx([3e-4, 3e-4, 1.505e-4, 3e-4, 2.562e-4, 1.505e-4, 4.479e-5, 3e-4, 2.886e-4, 2.562e-4,
                                  2.077e-4, 1.505e-4, 9.329e-5, 4.479e-5, 1.238e-5, 3e-4], rel=1e-3)
-    linear = plot_lr.learning_rates(dict(config, lr_scheduler="linear", warmup_steps=4), 12)
+    linear = lr_schedule(dict(config, lr_scheduler="linear", warmup_steps=4), 12)
     assert linear == pytest.approx([0, 7.5e-5, 1.5e-4, 2.25e-4, 3e-4] + [3e-4 * (12 - n) / 8 for n in range(5, 12)])
-    assert plot_lr.learning_rates(dict(config, lr_scheduler="constant"), 5) == [3e-4] * 5
+    assert lr_schedule(dict(config, lr_scheduler="constant"), 5) == [3e-4] * 5
 
 
 @pytest.mark.parametrize("name", ["constant", "cosine", "linear", "polynomial"])
@@ -79,8 +80,20 @@ def test_hyperformer_alias_is_plotted_as_restart(tmp_path, capsys):
     assert "Nearest aligned max_steps: 65535 or 131071." in printed and "last step's lr: 1.197e-06" in printed
 
 
+def test_default_png_goes_to_runs_plots_and_is_printed(tmp_path, capsys, monkeypatch):
+    assert plot_lr.PLOTS_DIR == PROJECT_ROOT / "runs" / "plots"
+    monkeypatch.setattr(plot_lr, "PLOTS_DIR", tmp_path / "runs" / "plots")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["plot-lr", str(RESTART), "--max-steps", "100"]) == 0
+    out = tmp_path / "runs" / "plots" / "glue_restart.png"
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert_png(out)
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"]  # nothing in the working directory
+
+
 @pytest.mark.parametrize("sets,error", [(["max_steps=-1"], "max_steps is -1"),
-                                        (["max_steps=\"x\""], "max_steps is 'x'"),
+                                        (["max_steps=\"x\""], "max_steps takes an integer"),
+                                        (["learning_rate=1e-3x"], "learning_rate takes a number, e.g. 3e-4"),
                                         (["lr_scheduler=cosine_annealing"], "lr_scheduler 'cosine_annealing' is not")])
 def test_bad_input_is_refused_and_writes_nothing(sets, error, tmp_path, capsys):
     out = tmp_path / "bad.png"

@@ -135,3 +135,67 @@ def test_unknown_task_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown GLUE task.*boolq"):
         tiny.tiny_glue_dir(tmp_path, tasks=("boolq",))
     assert not list(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="session")
+def data_dir(tiny_cache):
+    return tiny.tiny_data_dir(tiny_cache)
+
+
+def test_data_dir_holds_glue_and_mrqa_with_the_hub_columns(data_dir, glue_dir):
+    import datasets
+    assert (data_dir / "glue" / "README.md").read_text().replace(data_dir.name, "") == \
+        (glue_dir / "glue" / "README.md").read_text().replace(glue_dir.name, "")
+    assert not (glue_dir / "mrqa").exists() and data_dir != glue_dir
+    loaded = datasets.load_dataset(str(data_dir / "mrqa"))
+    assert {split: len(loaded[split]) for split in loaded} == tiny.MRQA_ROWS
+    train = loaded["train"]
+    assert set(train.column_names) == {"subset", "context", "qid", "question", "answers", "detected_answers"}
+    assert set(train["subset"]) == set(tiny.MRQA_SUBSETS) and len(set(train["qid"])) == len(train)
+    for row in train:
+        span = row["detected_answers"]["char_spans"][0]
+        start, end = span["start"][0], span["end"][0]  # MRQA spans: end inclusive
+        assert row["context"][start:end + 1] == row["answers"][0] == row["detected_answers"]["text"][0]
+        tokens = row["detected_answers"]["token_spans"][0]
+        words = row["context"].split()[tokens["start"][0]:tokens["end"][0] + 1]
+        assert " ".join(words) == row["answers"][0]
+        assert row["question"].split()[0] in ("what", "who")
+
+
+MRQA_LOADER = """
+import json, sys
+from transformers import AutoTokenizer
+from data.utils import set_tokenizer
+from data.tasks import AutoTask, set_data_dir
+set_tokenizer(AutoTokenizer.from_pretrained(sys.argv[1]))
+set_data_dir(sys.argv[2])
+for split in ("train", "validation", "test"):
+    ds = AutoTask.get("mrqa").get_dataset(split=split)
+    print(json.dumps({"split": split, "rows": len(ds), "columns": ds.column_names, "tasks": list(ds["task"]),
+                      "answers": list(ds["answer"])}))
+"""
+
+
+@pytest.mark.slow  # imports the upstream's stack in its env and tokenizes every question (~40 s on a busy CPU)
+def test_mrqa_loads_through_the_hyperdecoders_loader(model_dir, data_dir, tmp_path):
+    import subprocess
+    from hyperrestart import envs, runner
+    from hyperrestart.errors import HyperrestartError
+    from hyperrestart.paths import DEFAULT_DEST
+    upstream = runner.UPSTREAMS["hyperdecoders"]
+    try:
+        tree, python = runner.tree_dir(upstream), envs.python_for("hyperdecoders")
+    except HyperrestartError as exc:
+        pytest.skip(str(exc))
+    env = dict(runner.process_env(upstream, tree), HF_HOME=str(tmp_path), HF_DATASETS_CACHE=str(tmp_path / "d"),
+               HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    result = subprocess.run([str(python), "-c", MRQA_LOADER, str(model_dir), str(data_dir)], capture_output=True,
+                            text=True, cwd=DEFAULT_DEST / "hyperdecoders" / upstream.workdir, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    # one chunk per question (short contexts), the hub columns turned into the trainer's
+    assert [(d["split"], d["rows"]) for d in loaded] == list(tiny.MRQA_ROWS.items())
+    for d in loaded:
+        assert {"answer", "id", "input_ids", "task"} <= set(d["columns"])
+        assert set(d["tasks"]) == set(tiny.MRQA_SUBSETS)
+        assert all(answer.startswith("the ") for answer in d["answers"])  # every chunk holds its answer

@@ -1,7 +1,11 @@
 """`hyperrestart env NAME`: create the upstream's virtual environment (upstream/.venvs/NAME) from requirements/."""
 from pathlib import Path
 
-from ..envs import UPSTREAM_NAMES, create_env, env_dir
+from ..envs import UPSTREAM_NAMES, create_env
+from ..paths import DEFAULT_DEST, PROJECT_ROOT
+
+# envs.venvs_root() without $HYPERRESTART_VENVS, as the help shows it
+DEFAULT_VENVS = (DEFAULT_DEST / ".venvs").relative_to(PROJECT_ROOT)
 
 
 def cmd_env(args):
@@ -14,13 +18,13 @@ def cmd_env(args):
 def register(subparsers):
     parser = subparsers.add_parser(
         "env", help="create an upstream's virtual environment from requirements/NAME.txt",
-        description="Create upstream/.venvs/NAME with `python -m venv --system-site-packages` (an installed torch is "
+        description=f"Create {DEFAULT_VENVS}/NAME with `python -m venv --system-site-packages` (an installed torch is "
                     "reused, never downloaded) and pip install -r requirements/NAME.txt (plus "
                     "requirements/NAME-nodeps.txt with --no-deps when it exists). Idempotent; --recreate rebuilds.")
     parser.add_argument("name", choices=UPSTREAM_NAMES, help="the upstream")
     parser.add_argument("--python", help="base interpreter (default: the one running hyperrestart); it must import "
                                          "torch, e.g. after `pip install torch==2.13.0`")
     parser.add_argument("--recreate", action="store_true", help="delete and rebuild an existing environment")
-    parser.add_argument("--venvs", help=f"folder holding the envs (default: $HYPERRESTART_VENVS or "
-                                        f"{env_dir('NAME').parent.name}/.venvs under the project)")
+    parser.add_argument("--venvs", help=f"folder holding the envs (default: $HYPERRESTART_VENVS, else "
+                                        f"{DEFAULT_VENVS} in the project)")
     parser.set_defaults(func=cmd_env)

@@ -1,70 +1,21 @@
 """`hyperrestart plot-lr CONFIG`: the learning rate a config produces over its max_steps, as a PNG, and whether a
 restart run stops at a cycle end."""
-import warnings
 from pathlib import Path
 
 from .. import runner
 from ..errors import HyperrestartError
+from ..paths import PROJECT_ROOT
 
-# The upstreams' arg_to_scheduler: name -> transformers function (each takes optimizer, warmup[, total]).
-HF_SCHEDULERS = {
-    "linear": "get_linear_schedule_with_warmup",
-    "cosine": "get_cosine_schedule_with_warmup",
-    "cosine_w_restarts": "get_cosine_with_hard_restarts_schedule_with_warmup",
-    "polynomial": "get_polynomial_decay_schedule_with_warmup",
-    "constant": "get_constant_schedule",
-    "constant_w_warmup": "get_constant_schedule_with_warmup",
-}
 MAX_MARKED_CYCLES = 200
-
-
-def _optimizer(lr):
-    import torch
-    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
-
-
-def restart_settings(config):
-    from ..scheduler import _module as sched
-    return (int(config.get("restart_t0", sched.DEFAULT_T0)), int(config.get("restart_t_mult", sched.DEFAULT_T_MULT)),
-            float(config.get("eta_min", sched.DEFAULT_ETA_MIN)), int(config.get("restart_warmup_steps") or 0))
-
-
-def learning_rates(config, max_steps):
-    """lr used by optimizer steps 1..max_steps (the lr after 0..max_steps-1 scheduler steps)."""
-    from ..scheduler import SCHEDULER_NAMES, RestartScheduler, canonical_scheduler_name
-    name = config.get("lr_scheduler", "linear")
-    lr = float(config.get("learning_rate", 5e-5))
-    if name in SCHEDULER_NAMES:
-        canonical_scheduler_name(name)
-        t_0, t_mult, eta_min, warmup = restart_settings(config)
-        sched = RestartScheduler(_optimizer(lr), t_0=t_0, t_mult=t_mult, eta_min=eta_min, warmup_steps=warmup)
-        group = sched.optimizer.param_groups[0]
-        lrs = [group["lr"]]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": no training here
-            for _ in range(max_steps - 1):
-                sched.step()
-                lrs.append(group["lr"])
-        return lrs
-    if name not in HF_SCHEDULERS:
-        raise HyperrestartError(f"lr_scheduler {name!r} is not known; use one of: "
-                                f"{', '.join(sorted(set(SCHEDULER_NAMES) | set(HF_SCHEDULERS)))}")
-    import transformers
-    make = getattr(transformers, HF_SCHEDULERS[name])
-    warmup = int(config.get("warmup_steps") or 0)
-    if name == "constant":
-        sched = make(_optimizer(lr))
-    elif name == "constant_w_warmup":
-        sched = make(_optimizer(lr), warmup)
-    else:
-        sched = make(_optimizer(lr), warmup, max_steps)
-    factor = sched.lr_lambdas[0]  # LambdaLR: the lr after n steps is lr * factor(n), no need to step
-    return [lr * factor(n) for n in range(max_steps)]
+# The keys plot-lr reads, with the JSON kinds --set takes for them (as `run` checks against the upstream's types).
+KINDS = {"max_steps": {"int"}, "learning_rate": {"float"}, "warmup_steps": {"int"}, "lr_scheduler": {"str"},
+         "restart_t0": {"int"}, "restart_t_mult": {"int"}, "eta_min": {"float"}, "restart_warmup_steps": {"int"}}
+PLOTS_DIR = PROJECT_ROOT / "runs" / "plots"
 
 
 def alignment_text(config, max_steps):
     """One line: whether the run ends at a cycle end, and the nearest aligned values otherwise."""
-    from ..scheduler import SCHEDULER_NAMES, cycle_end_steps, nearest_aligned_steps
+    from ..scheduler import SCHEDULER_NAMES, cycle_end_steps, nearest_aligned_steps, restart_settings
     name = config.get("lr_scheduler", "linear")
     if name not in SCHEDULER_NAMES:
         return f"lr_scheduler={name} has no restart cycles; nothing to align."
@@ -83,7 +34,7 @@ def plot(lrs, config, max_steps, out: Path, x_scale="auto", title=None):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from ..scheduler import SCHEDULER_NAMES, cycle_end_steps
+    from ..scheduler import SCHEDULER_NAMES, cycle_end_steps, restart_settings
 
     steps = range(1, len(lrs) + 1)
     fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
@@ -109,13 +60,14 @@ def plot(lrs, config, max_steps, out: Path, x_scale="auto", title=None):
 
 
 def cmd_plot_lr(args):
-    config = runner.apply_overrides(runner.load_config(args.config), args.set)
+    config = runner.apply_overrides(runner.load_config(args.config), args.set, KINDS)
     max_steps = args.max_steps or config.get("max_steps")
     if not isinstance(max_steps, int) or max_steps < 1:
         raise HyperrestartError(f"{args.config}: max_steps is {max_steps!r}; give a positive integer "
                                 f"(--max-steps N or --set max_steps=N)")
-    lrs = learning_rates(config, max_steps)
-    out = Path(args.out or f"{Path(args.config).stem}-lr.png")
+    from ..scheduler import lr_schedule
+    lrs = lr_schedule(config, max_steps)
+    out = Path(args.out) if args.out else PLOTS_DIR / f"{Path(args.config).stem}.png"
     plot(lrs, config, max_steps, out, args.x_scale, title=f"{Path(args.config).name}: "
          f"lr_scheduler={config.get('lr_scheduler')}, lr={config.get('learning_rate')}")
     print(alignment_text(config, max_steps))
@@ -132,8 +84,9 @@ def register(subparsers):
                     "ends at a cycle end (the nearest aligned values otherwise).")
     parser.add_argument("config", help="JSON training arguments")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a training argument, as for `hyperrestart run`; repeatable")
-    parser.add_argument("--out", help="PNG to write (default: <config name>-lr.png)")
+                        help="override a training argument, as for `hyperrestart run` (JSON value; a bare word for "
+                             "a string argument); repeatable")
+    parser.add_argument("--out", help="PNG to write (default: runs/plots/<config name>.png in the project)")
     parser.add_argument("--max-steps", type=int, help="plot this many steps instead of the config's max_steps")
     parser.add_argument("--x-scale", choices=("auto", "linear", "log"), default="auto",
                         help="auto: log from 10000 steps on (cycles of T_mult=2 are evenly spaced)")
