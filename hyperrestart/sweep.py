@@ -126,8 +126,8 @@ def record_upstream_arguments(path=UPSTREAM_ARGUMENTS, dest=None):
                       "`python -c 'from hyperrestart.sweep import record_upstream_arguments as r; r()'`."}
     for name in sorted(runner.UPSTREAMS):
         upstream = runner.upstream_named(name)
-        fields = runner.argument_fields(upstream, runner.tree_dir(upstream, dest), python_for(name))
-        data[name] = {"fields": sorted(fields)}
+        spec = runner.argument_spec(upstream, runner.tree_dir(upstream, dest), python_for(name))
+        data[name] = {"fields": sorted(spec.kinds)}
     _write_json_atomic(path, data)
     return {name: set(entry["fields"]) for name, entry in data.items() if not name.startswith("_")}
 
@@ -549,8 +549,23 @@ class Job:
         """The run's overrides with $VARS expanded (raises naming a missing variable)."""
         return expand_env(self.run.overrides, f"run {self.run.index} ({self.run.name})")
 
-    def command(self):
-        return RUNNERS[self.runner].command(self.run.config, self.overrides(), self.run_dir, self.extra_args)
+    def command(self, continuation=()):
+        return RUNNERS[self.runner].command(self.run.config, self.overrides(), self.run_dir,
+                                            (*self.extra_args, *continuation))
+
+
+def continuation_args(job):
+    """How a relaunch continues an unfinished `run` job: `--resume` from its last checkpoint, `--overwrite` when it
+    left files but no checkpoint (`hyperrestart run` refuses a folder holding a run unless told which); nothing for
+    a fresh folder or a P3 run (its runner resumes from its own checkpoints)."""
+    if job.runner != "run":
+        return ()
+    from .commands.run import run_entries
+    from .runner import latest_checkpoint
+    run_dir = Path(job.run_dir)
+    if latest_checkpoint(run_dir):
+        return ("--resume",)
+    return ("--overwrite",) if run_entries(run_dir) else ()
 
 
 def make_jobs(sweep, output_root, extra_args=()):
@@ -615,9 +630,9 @@ def execute(job, quiet=False):
             print(f"[{job.run.index}] {job.run.name}: finished already, skipped", flush=True)
         return "skipped"
     run_dir = Path(job.run_dir)
-    command = job.command()
     run_dir.mkdir(parents=True, exist_ok=True)
     with _run_lock(run_dir):
+        command = job.command(continuation_args(job))
         RUNNERS[job.runner].prepare(job.run.config, job.overrides(), run_dir)
         info = {"sweep": job.sweep_name, "runner": job.runner, "index": job.run.index, "name": job.run.name,
                 "arm": job.run.arm, "seed": job.run.seed, "labels": job.run.labels, "config": job.run.config,

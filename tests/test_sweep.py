@@ -3,6 +3,7 @@ run locally end to end, resumed, reported, and re-run through submitit's DebugEx
 import csv
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -69,6 +70,31 @@ run_name: "{scheduler}-eta{eta_min}"
     assert command[1:5] == ["-m", "hyperrestart.cli", "run", spec.runs[1].config]
     assert command[5:] == ["--nproc", "2", "--tiny", "--set", "eta_min=1e-06", "--output-dir",
                            str((tmp_path / "out" / "constant-eta1e-06").resolve())]
+
+
+def test_relaunching_an_unfinished_run_resumes_or_restarts_it_explicitly(tmp_path):
+    """`hyperrestart run` refuses a folder holding a run: a relaunch says --resume (a checkpoint) or --overwrite."""
+    spec = sweeps.parse_spec(write_spec(tmp_path, """
+runner: run
+config: configs/hyperdecoders/glue_restart.json
+grid:
+  seed: [1]
+"""))
+    job = sweeps.make_jobs(spec, tmp_path / "out")[0]
+    run_dir = Path(job.run_dir)
+    assert sweeps.continuation_args(job) == ()  # fresh folder
+    run_dir.mkdir(parents=True)
+    (run_dir / "sweep-run.json").write_text("{}")  # the sweep's own bookkeeping is not a run
+    assert sweeps.continuation_args(job) == ()
+    (run_dir / "train.log").write_text("killed before the first checkpoint\n")
+    assert sweeps.continuation_args(job) == ("--overwrite",)
+    checkpoint = run_dir / "checkpoint-8"
+    checkpoint.mkdir()
+    for name in ("trainer_state.json", "optimizer.pt", "scheduler.pt"):
+        (checkpoint / name).write_text("{}")
+    assert sweeps.continuation_args(job) == ("--resume",)
+    command = job.command(sweeps.continuation_args(job))
+    assert "--resume" in command and command[-2:] == ["--output-dir", str(run_dir)]
 
 
 def test_a_mapping_value_is_one_override(tmp_path):
@@ -228,8 +254,8 @@ def test_recorded_upstream_arguments_equal_the_live_argument_classes(tmp_path):
     for name in ("hyperdecoders", "hyperformer"):
         try:
             python = python_for(name)
-            live = runner.argument_fields(runner.upstream_named(name), runner.tree_dir(runner.upstream_named(name)),
-                                          python)
+            live = set(runner.argument_spec(runner.upstream_named(name), runner.tree_dir(runner.upstream_named(name)),
+                                              python).kinds)
         except HyperrestartError as exc:
             pytest.skip(f"{name}: {exc}")
         assert recorded[name] == live, (f"{name}: re-record with hyperrestart.sweep.record_upstream_arguments(); "
