@@ -1,6 +1,8 @@
 """prepare-p3 on synthetic P3 copies in both hub layouts (tfrecord via the `tfrecord` package, parquet)."""
+import errno
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -214,3 +216,154 @@ def test_console_entry_point(sources, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert not any(entry["capped"] for entry in manifest["per_task"].values())
     assert {entry["cap"] for entry in manifest["per_task"].values()} == {None}
+
+
+# --- --out safety (issue 9) -----------------------------------------------------------------------------------------
+def tree_listing(root):
+    return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*"))
+
+
+@pytest.mark.parametrize("where, relation", [("source", "is the P3 source"), ("parent", "holds the P3 source"),
+                                             ("inside", "is inside the P3 source")])
+def test_out_never_touches_the_source(sources, tmp_path, capsys, where, relation):
+    srcs, tasks = sources
+    src = copy_source(srcs, "parquet", tmp_path)
+    out = {"source": src, "parent": tmp_path, "inside": src / "prepared"}[where]
+    before = tree_listing(tmp_path)
+    assert_fails(capsys, ["--source", src, "--out", out, "--tasks", tasks, "--overwrite"], relation,
+                 "outside the source")
+    assert tree_listing(tmp_path) == before
+
+
+def test_overwrite_refuses_folders_prepare_p3_did_not_write(sources, tmp_path, capsys):
+    srcs, tasks = sources
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    assert_fails(capsys, ["--source", srcs["parquet"], "--out", out, "--tasks", tasks, "--overwrite"],
+                 "is not a prepare-p3 output", "thesis.tex", "refusing to delete it")
+    assert (out / "thesis.tex").read_text() == "precious"
+    # a folder with a manifest.json of something else is not ours either
+    (out / "manifest.json").write_text(json.dumps({"name": "other tool"}))
+    assert_fails(capsys, ["--source", srcs["parquet"], "--out", out, "--tasks", tasks, "--overwrite"],
+                 "is not a prepare-p3 output")
+    # ours, but with a file added since: refused too
+    ours = tmp_path / "ours"
+    assert run_cli("--source", srcs["parquet"], "--out", ours, "--tasks", tasks, "--holdout", 0.1) == 0
+    (ours / "data" / "notes.txt").write_text("mine")
+    assert_fails(capsys, ["--source", srcs["parquet"], "--out", ours, "--tasks", tasks, "--overwrite"],
+                 "holds files prepare-p3 did not write", "data/notes.txt")
+    (ours / "data" / "notes.txt").unlink()
+    assert run_cli("--source", srcs["parquet"], "--out", ours, "--tasks", tasks, "--holdout", 0.2, "--overwrite") == 0
+    assert json.loads((ours / "manifest.json").read_text())["holdout"] == 0.2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_cli("--source", srcs["parquet"], "--out", empty, "--tasks", tasks, "--holdout", 0.1, "--overwrite") == 0
+    assert not leftovers(tmp_path)
+
+
+def test_out_is_a_file_or_under_a_file(sources, tmp_path, capsys):
+    srcs, tasks = sources
+    out = tmp_path / "out.txt"
+    out.write_text("x")
+    for extra in ([], ["--overwrite"]):
+        assert_fails(capsys, ["--source", srcs["parquet"], "--out", out, "--tasks", tasks, *extra],
+                     "exists and is not a folder")
+    assert out.read_text() == "x"
+    assert_fails(capsys, ["--source", srcs["parquet"], "--out", out / "sub", "--tasks", tasks],
+                 f"cannot create --out {out / 'sub'}: {out} is a file")
+
+
+@pytest.mark.parametrize("code, text", [(errno.ENOSPC, "the disk is full"), (errno.EACCES, "permission denied")])
+def test_filesystem_errors_are_clear_and_leave_nothing(sources, tmp_path, capsys, monkeypatch, code, text):
+    import pyarrow.parquet as pq
+    srcs, tasks = sources
+    out = tmp_path / "out"
+    assert run_cli("--source", srcs["parquet"], "--out", out, "--tasks", tasks, "--holdout", 0.1) == 0
+    before = (out / "manifest.json").read_text()
+
+    def fail(self, table, *args, **kwargs):
+        raise OSError(code, os.strerror(code))
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", fail)
+    assert_fails(capsys, ["--source", srcs["parquet"], "--out", out, "--tasks", tasks, "--overwrite"],
+                 f"cannot write the output {out}", text, "nothing was left behind")
+    assert (out / "manifest.json").read_text() == before and not leftovers(tmp_path)
+
+
+def test_source_unreadable_is_clear(sources, tmp_path, capsys, monkeypatch):
+    srcs, tasks = sources
+    src = copy_source(srcs, "tfrecord", tmp_path)
+    real_open = open
+
+    def guarded(path, *args, **kwargs):
+        if str(path).endswith("train.tfrecord-00000-of-00001") and "sciq" in str(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr("builtins.open", guarded)
+    out = tmp_path / "out"
+    assert_fails(capsys, ["--source", src, "--out", out, "--tasks", tasks], "cannot read", "sciq_Direct_Question",
+                 "permission denied", out=out)
+
+
+def dead_pid():
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_stale_temp_folders_are_removed_and_a_set_aside_output_restored(sources, tmp_path, capsys):
+    srcs, tasks = sources
+    out = tmp_path / "out"
+    pid = dead_pid()
+    stale_tmp = prep.temp_path(out, "tmp", pid)
+    (stale_tmp / "data").mkdir(parents=True)
+    (stale_tmp / "data" / "train.parquet").write_bytes(b"half written")
+    prep.temp_path(out, "lock", pid).write_text(f"{pid}\n")
+    (tmp_path / ".unrelated.prepare-p3-tmp-1").mkdir()  # another OUT's: not ours to touch
+    assert run_cli("--source", srcs["parquet"], "--out", out, "--tasks", tasks, "--holdout", 0.1) == 0
+    assert f"removed {stale_tmp}" in capsys.readouterr().err
+    assert leftovers(tmp_path) == [".unrelated.prepare-p3-tmp-1"]
+    # killed between moving OUT aside and moving the new one in: the next run puts OUT back, losing nothing
+    pid = dead_pid()
+    out.rename(prep.temp_path(out, "old", pid))
+    assert_fails(capsys, ["--source", srcs["parquet"], "--out", out, "--tasks", tasks], "already exists")
+    assert prep.written_by_prepare(out) and leftovers(tmp_path) == [".unrelated.prepare-p3-tmp-1"]
+
+
+def test_a_running_prepare_is_not_disturbed(sources, tmp_path, capsys):
+    import fcntl
+    srcs, tasks = sources
+    out = tmp_path / "out"
+    live_tmp = prep.temp_path(out, "tmp", 4242)
+    live_tmp.mkdir()
+    with open(prep.temp_path(out, "lock", 4242), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert_fails(capsys, ["--source", srcs["parquet"], "--out", out, "--tasks", tasks],
+                     "another prepare-p3 (pid 4242) is writing", code=4)
+    assert live_tmp.is_dir() and not out.exists()
+
+
+SIGTERM_SCRIPT = """
+import os, signal, sys
+from hyperrestart.p3 import prepare as prep
+real = prep.READERS["parquet"]
+def reader(path, want=None):
+    for number, pair in enumerate(real(path, want)):
+        if "wiqa" in str(path) and number == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        yield pair
+prep.READERS["parquet"] = reader
+from hyperrestart.cli import main
+sys.exit(main(["prepare-p3", *sys.argv[1:]]))
+"""
+
+
+def test_sigterm_removes_the_unfinished_output(sources, tmp_path):
+    srcs, tasks = sources
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-c", SIGTERM_SCRIPT, "--source", str(srcs["parquet"]), "--out", str(out),
+                             "--tasks", str(tasks), "--holdout", "0.1", "--quiet"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 143, result.stderr
+    assert "terminated by SIGTERM" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists() and not leftovers(tmp_path)

@@ -405,16 +405,29 @@ class _Claim:
         return False
 
 
+def check_parent(out):
+    """The nearest existing folder above OUT must be a folder (mkdir under a file fails with a puzzling message)."""
+    for ancestor in Path(out).absolute().parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise HyperrestartError(f"cannot create --out {out}: {ancestor} is a file, not a folder; "
+                                        "pick another --out")
+            return
+
+
 def _filesystem_error(exc, source, out):
     where = exc.filename or ""
-    reading = where and Path(source).resolve() in Path(where).resolve().parents
-    what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
-            errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
-            errno.EROFS: "the file system is read-only"}.get(exc.errno, exc.strerror or str(exc))
-    if reading:
+    if where and Path(source).resolve() in Path(where).resolve().parents:
+        what = "permission denied" if exc.errno in (errno.EACCES, errno.EPERM) else exc.strerror or str(exc)
         return HyperrestartError(f"cannot read {where}: {what}; check the P3 source {source}")
+    what, advice = {errno.ENOSPC: ("the disk is full", "free some space"),
+                    errno.EDQUOT: ("the disk quota is exceeded", "free some space"),
+                    errno.EACCES: ("permission denied", "pick a --out in a folder you can write"),
+                    errno.EPERM: ("operation not permitted", "pick a --out in a folder you can write"),
+                    errno.EROFS: ("the file system is read-only", "pick a --out on a writable disk")}.get(
+        exc.errno, (exc.strerror or str(exc), "fix that"))
     return HyperrestartError(f"cannot write the output {out}{f' ({where})' if where else ''}: {what}; nothing was "
-                             "left behind: free space or pick a writable --out, then run again")
+                             f"left behind: {advice}, then run again")
 
 
 # ---------------------------------------------------------------------------------------------------------- main
@@ -432,6 +445,7 @@ def prepare(source, out, tasks_file=None, fmt="auto", cap_per_dataset=500000, ho
         if value is not None and value < 0:
             raise HyperrestartError(f"{flag} must be >= 0 (0 = no cap), got {value}")
     check_locations(source, out)
+    check_parent(out)
     tasks = load_task_list(tasks_file)
     if fmt == "auto":
         fmt = detect_format(source, tasks, split)
