@@ -312,7 +312,8 @@ def check_existing_out(out, overwrite):
     extra = [name for name in entries if name not in ours]
     data = out / "data"
     if data.is_dir():
-        extra += [f"data/{p.name}" for p in sorted(data.iterdir()) if f"data/{p.name}" not in manifest.get("outputs", {})]
+        listed = manifest.get("outputs", {})
+        extra += [f"data/{p.name}" for p in sorted(data.iterdir()) if f"data/{p.name}" not in listed]
     if extra:
         raise HyperrestartError(f"--overwrite: {out} holds files prepare-p3 did not write ({', '.join(extra[:5])}"
                                 f"{' ...' if len(extra) > 5 else ''}); move them out first, or pick another --out")
@@ -478,8 +479,8 @@ def _build(source, out, tmp, tasks, files, fmt, split, cap_per_dataset, cap_per_
     source_rows = {task: sum(file_rows[task]) for task in tasks}
     empty = [task for task in tasks if source_rows[task] == 0]
     if empty:
-        raise HyperrestartError(f"task {empty[0]} is empty: {', '.join(map(str, files[empty[0]]))} hold(s) no examples; "
-                                "re-download it or drop it from the task list")
+        raise HyperrestartError(f"task {empty[0]} is empty: {', '.join(map(str, files[empty[0]]))} hold(s) no "
+                                "examples; re-download it or drop it from the task list")
     caps = per_task_caps(source_rows, cap_per_dataset, cap_per_task)
     kept = {task: min(source_rows[task], caps[task]) if caps[task] is not None else source_rows[task] for task in tasks}
     total = sum(kept.values())
