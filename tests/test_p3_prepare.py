@@ -270,6 +270,10 @@ def test_out_is_a_file_or_under_a_file(sources, tmp_path, capsys):
         assert_fails(capsys, ["--source", srcs["parquet"], "--out", out, "--tasks", tasks, *extra],
                      "exists and is not a folder")
     assert out.read_text() == "x"
+    link = tmp_path / "link"
+    link.symlink_to(srcs["parquet"])
+    assert_fails(capsys, ["--source", srcs["tfrecord"], "--out", link, "--tasks", tasks, "--overwrite"],
+                 "is a symbolic link")
     assert_fails(capsys, ["--source", srcs["parquet"], "--out", out / "sub", "--tasks", tasks],
                  f"cannot create --out {out / 'sub'}: {out} is a file")
 

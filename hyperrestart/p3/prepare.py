@@ -297,6 +297,8 @@ def check_existing_out(out, overwrite):
     """Refuse an OUT that exists unless --overwrite and it is a prepare-p3 output holding nothing else (or empty)."""
     if not (out.exists() or out.is_symlink()):
         return
+    if out.is_symlink():
+        raise HyperrestartError(f"--out {out} is a symbolic link (to {os.readlink(out)}); pass the folder itself")
     if not out.is_dir():
         raise HyperrestartError(f"--out {out} exists and is not a folder; pass the path of a folder to create")
     if not overwrite:
