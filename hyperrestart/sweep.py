@@ -45,6 +45,7 @@ from pathlib import Path
 
 from .errors import HyperrestartError
 from .paths import PROJECT_ROOT
+from .p3.synthetic import TINY_SETTINGS
 
 TOP_LEVEL_KEYS = ("name", "description", "runner", "config", "args", "set", "grid", "run_name", "report", "slurm")
 REPORT_KEYS = ("seed_axis", "compare", "split", "metric", "title", "published")
@@ -177,31 +178,20 @@ def format_value(value):
 
 # --- tiny runs (CI smoke tests of real specs) ---------------------------------------------------------------------
 TINY_P3_DATA_ENV, TINY_T5_ENV = "HYPERRESTART_TINY_P3_DATA", "HYPERRESTART_TINY_T5"
-# P3 runner options that make a run take seconds on a CPU with the tiny T5 and synthetic P3 (7 steps = 1+2+4: a
-# restart cycle end, so the restart arm shows its restarts at steps 2 and 4). Rouge-L stays 0 at this size; the loss moves.
-TINY_P3 = [("data_dir", f"${TINY_P3_DATA_ENV}"), ("model_name_or_path", f"${TINY_T5_ENV}"), ("max_steps", 7),
-           ("scheduler_step_unit", 1), ("eval_steps", 7), ("eval_at_start", False), ("per_device_train_batch_size", 8),
-           ("per_device_eval_batch_size", 16), ("max_source_length", 64), ("max_target_length", 8),
-           ("generation_max_new_tokens", 8), ("max_eval_samples", 16), ("save_steps", 0), ("save_total_limit", 1),
-           ("learning_rate", 1e-2), ("progress", False), ("report_to", "none"), ("bf16", "no"), ("logging_steps", 1)]
+# P3 runner options of a tiny run: the tiny learnable P3 data and T5, and hyperrestart.p3.synthetic.TINY_SETTINGS
+# (255 steps, a restart cycle end, evaluated every 51 steps).
+TINY_P3 = [("data_dir", f"${TINY_P3_DATA_ENV}"), ("model_name_or_path", f"${TINY_T5_ENV}"),
+           *TINY_SETTINGS.items()]
 
 
 def tiny_p3_environment():
-    """Build (once, cached) synthetic prepared P3 data and the tiny T5; export their paths for TINY_P3's $VARS."""
-    from .p3.prepare import prepare
-    from .p3.synthetic import SYNTHETIC_TASKS, tiny_t5_dir, write_synthetic_p3
-    from .paths import cache_dir
+    """Build (once, cached) the tiny P3 data and the tiny T5; export their paths for TINY_P3's $VARS (and one thread
+    per run)."""
+    from .p3.synthetic import TINY_THREADS, tiny_p3_data, tiny_t5_dir
 
-    root = cache_dir() / "tiny" / "p3-sweep-v1"
-    data = root / "prepared"
-    if not (data / "manifest.json").exists():
-        root.mkdir(parents=True, exist_ok=True)
-        source = write_synthetic_p3(root / f"source-{os.getpid()}", "jsonl", count=40)
-        tasks = root / f"tasks-{os.getpid()}.txt"
-        tasks.write_text("\n".join(SYNTHETIC_TASKS) + "\n")
-        prepare(source, data, tasks_file=tasks, fmt="jsonl", holdout=0.2, seed=0, overwrite=True, progress=False)
-    os.environ.setdefault(TINY_P3_DATA_ENV, str(data))
-    os.environ.setdefault(TINY_T5_ENV, str(tiny_t5_dir(root / "t5")))
+    os.environ.setdefault("OMP_NUM_THREADS", TINY_THREADS)
+    os.environ.setdefault(TINY_P3_DATA_ENV, str(tiny_p3_data()))
+    os.environ.setdefault(TINY_T5_ENV, str(tiny_t5_dir()))
 
 
 # --- YAML ---------------------------------------------------------------------------------------------------------

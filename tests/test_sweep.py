@@ -10,6 +10,7 @@ import pytest
 from hyperrestart import sweep as sweeps
 from hyperrestart.cli import main as cli_main
 from hyperrestart.errors import HyperrestartError
+from hyperrestart.p3.synthetic import TINY_SETTINGS
 from hyperrestart.paths import PROJECT_ROOT
 
 SMOKE = PROJECT_ROOT / "sweeps" / "smoke_p3.yaml"
@@ -319,7 +320,8 @@ def test_slurm_resources_map_to_submitit_and_no_cluster_is_an_error(tmp_path, mo
 # --- a real tiny sweep --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory):
-    """sweeps/smoke_p3.yaml --tiny --launch local: 2 schedules x 2 seeds of the P3 runner (tiny T5, 7 steps)."""
+    """sweeps/smoke_p3.yaml --tiny --launch local: 2 schedules x 2 seeds of the P3 runner (tiny T5 and learnable P3,
+    TINY_SETTINGS: 255 steps, evaluated every 51)."""
     root = tmp_path_factory.mktemp("sweep")
     hf = root / "hf"
     with pytest.MonkeyPatch.context() as patch:
@@ -340,13 +342,14 @@ def test_local_sweep_runs_every_run_to_completion(tiny_sweep):
         info = json.loads((run / sweeps.RUN_INFO).read_text())
         assert done["fingerprint"] == info["fingerprint"] and done["name"] == name
         config = json.loads((run / sweeps.MERGED_CONFIG).read_text())
-        assert config["max_steps"] == 7 and config["seed"] == int(name[-1])
+        assert config["max_steps"] == TINY_SETTINGS["max_steps"] and config["seed"] == int(name[-1])
         assert config["lr_scheduler"] == ("constant" if name.startswith("no_") else "restart")
         rows = (run / "train_log.csv").read_text().splitlines()
-        assert len(rows) == 8 and (run / "eval_log.csv").exists()
+        assert len(rows) == TINY_SETTINGS["max_steps"] + 1 and (run / "eval_log.csv").exists()
     lrs = [float(line.split(",")[3]) for line in (tiny_sweep / "restart_seed-1" / "train_log.csv").read_text()
            .splitlines()[1:]]
-    assert lrs[0] == lrs[1] == lrs[3] == pytest.approx(1e-2) and lrs[2] < lrs[0]  # restarts at steps 2 and 4
+    lr = TINY_SETTINGS["learning_rate"]
+    assert lrs[0] == lrs[1] == lrs[3] == pytest.approx(lr) and lrs[2] < lrs[0]  # restarts at steps 2 and 4
 
 
 def test_relaunch_skips_finished_runs(tiny_sweep, capsys):
@@ -377,6 +380,10 @@ def test_report_of_the_tiny_sweep(tiny_sweep, tmp_path, capsys):
     arms = list(csv.DictReader((out / "table.csv").open()))
     assert [a["arm"] for a in arms] == ["no_restart", "restart"] and arms[1]["baseline"] == "no_restart"
     assert all(a["n"] == "2" and a["Rouge-L_std"] != "" for a in arms)
+    # the tiny P3 is learnable: Rouge-L well above 0, different per seed, and a curve of several evaluations
+    assert all(float(a["Rouge-L_mean"]) > 5 and float(a["Rouge-L_std"]) > 0 for a in arms)
+    logs = sorted(tiny_sweep.glob("*/eval_log.csv"))
+    assert len(logs) == 4 and all(len(list(csv.DictReader(log.open()))) == 6 for log in logs)  # steps 0, 51, .., 255
     assert float(arms[0]["Final loss_std"]) > 0  # the seeds differ
     for figure in ("metric_curves.png", "loss_curves.png"):
         assert (out / figure).read_bytes()[:4] == b"\x89PNG"

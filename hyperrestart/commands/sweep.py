@@ -22,7 +22,7 @@ def register(subparsers):
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override for every run, after the spec's grid (repeatable), e.g. --set max_steps=8")
     parser.add_argument("--tiny", action="store_true",
-                        help="smoke test on this CPU: p3 runs use synthetic P3 + a tiny random T5 and 7 steps; "
+                        help="smoke test on this CPU: p3 runs use the tiny learnable P3 + a tiny random T5, 255 steps; "
                              "`run` runs get hyperrestart run --tiny")
     parser.add_argument("--runner-args", default="", help="extra arguments for the runner, e.g. \"--tiny\"")
     parser.add_argument("--keep-going", action="store_true", help="--launch local: go on after a failed run")

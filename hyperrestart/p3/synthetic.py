@@ -1,7 +1,9 @@
-"""Synthetic P3-shaped data in the hub's layouts (tfrecord, parquet, jsonl), for tests and benchmarks.
+"""Synthetic P3 data: P3-shaped copies in the hub's layouts (tfrecord, parquet, jsonl) for tests and benchmarks, and
+the tiny learnable P3 default behind `hyperrestart p3 --tiny` and `hyperrestart sweep --tiny`.
 
-Each task is a learnable toy mapping (e.g. copy the first word, name the colour) with inputs of varied length, so a
-tiny model's loss falls within a few dozen steps.
+`synthetic_examples`: toy mappings (e.g. name the first word) with inputs of 3 to 120 words, for I/O, batching and
+throughput checks. `tiny_examples`: four tasks with one short deterministic rule each (copy, reverse, first word, last
+word of 2-5 words), named by a prefix in the input, that the tiny T5 (d_model 32) learns in a few hundred CPU steps.
 """
 import json
 import random
@@ -11,7 +13,63 @@ WORDS = ("red green blue yellow black white cat dog bird fish tree river stone c
          "table apple bread water fire wind snow rain sun moon star ship car train plane door window").split()
 SYNTHETIC_TASKS = ("quarel_choose_between", "quarel_logic_test", "sciq_Direct_Question", "wiqa_effect_with_string_answer")
 
+# --- the tiny learnable default -----------------------------------------------------------------------------------
+# Bump when tiny_examples, TINY_ROWS_PER_TASK or TINY_HOLDOUT change: the cache key includes it.
+TINY_VERSION = "p3-tiny-v2"
+# Words that are single pieces of the tiny T5's vocabulary (hyperrestart.tiny), so a rule is one token per word.
+TINY_WORDS = "cat car buy read see like love help find move open close take sell write visit".split()
+TINY_RULES = {  # task -> (prefix naming the rule, rule over the word list)
+    "quarel_choose_between": ("copy:", lambda words: words),
+    "quarel_logic_test": ("reverse:", lambda words: words[::-1]),
+    "sciq_Direct_Question": ("first word:", lambda words: words[:1]),
+    "wiqa_effect_with_string_answer": ("last word:", lambda words: words[-1:]),
+}
+TINY_ROWS_PER_TASK, TINY_HOLDOUT = 400, 0.05  # 1600 rows: 40 validation, 40 test
+# P3 runner options of the tiny default: 255 steps = 1+2+...+128 (a restart cycle end with one scheduler step per
+# optimizer step, restarts after steps 1, 3, 7, ..., 127), an evaluation at 0 and every 51 steps (6 points), ~30 s of
+# training on one CPU core. Every value can still be overridden (--set / runner arguments).
+# One thread per tiny run (OMP_NUM_THREADS unless set): on a busy 2-core machine two threads per process made a tiny
+# run ~7x slower (3m40s instead of 30s).
+TINY_THREADS = "1"
+TINY_SETTINGS = {
+    "max_steps": 255, "scheduler_step_unit": 1, "eval_steps": 51, "eval_at_start": True, "learning_rate": 3e-3,
+    "per_device_train_batch_size": 16, "per_device_eval_batch_size": 64, "max_source_length": 32,
+    "max_target_length": 8, "generation_max_new_tokens": 8, "max_eval_samples": 40, "save_steps": 0,
+    "save_total_limit": 1, "progress": False, "report_to": "none", "bf16": "no", "logging_steps": 1,
+}
 
+
+def tiny_examples(task, count, seed=0):
+    """(inputs, targets) pairs of one tiny task: '{prefix} w1 .. wn' -> the rule applied to w1 .. wn (n in 2..5)."""
+    if task not in TINY_RULES:
+        raise ValueError(f"no tiny rule for task {task!r}; tiny tasks: {', '.join(TINY_RULES)}")
+    prefix, rule = TINY_RULES[task]
+    rng = random.Random(f"{task}-{seed}")
+    rows = []
+    for _ in range(count):
+        words = [rng.choice(TINY_WORDS) for _ in range(rng.randint(2, 5))]
+        rows.append((f"{prefix} {' '.join(words)}", " ".join(rule(words))))
+    return rows
+
+
+def tiny_p3_data(cache_dir=None):
+    """The prepared tiny P3 folder (prepare-p3 output over tiny_examples in the jsonl layout); generated once, cached
+    under <cache>/tiny/TINY_VERSION."""
+    from ..tiny import _build_once, _tiny_root
+
+    def build(folder):
+        from .prepare import prepare
+
+        write_synthetic_p3(folder / "source", "jsonl", tasks=tuple(TINY_RULES), count=TINY_ROWS_PER_TASK,
+                           examples=tiny_examples)
+        (folder / "tasks.txt").write_text("\n".join(TINY_RULES) + "\n")
+        prepare(folder / "source", folder / "prepared", tasks_file=folder / "tasks.txt", fmt="jsonl",
+                holdout=TINY_HOLDOUT, seed=0, progress=False, say=lambda text: None)
+
+    return _build_once(_tiny_root(cache_dir) / TINY_VERSION, build) / "prepared"
+
+
+# --- P3-shaped data -----------------------------------------------------------------------------------------------
 def synthetic_examples(task, count, seed=0):
     """(inputs, targets) pairs for one synthetic task; lengths vary from 3 to ~120 words."""
     rng = random.Random(f"{task}-{seed}")
@@ -32,11 +90,13 @@ def synthetic_examples(task, count, seed=0):
     return rows
 
 
-def write_synthetic_p3(root, layout, tasks=SYNTHETIC_TASKS, count=60, split="train", seed=0):
-    """Write `count` examples per task under root in the given hub layout; returns root."""
+def write_synthetic_p3(root, layout, tasks=SYNTHETIC_TASKS, count=60, split="train", seed=0,
+                       examples=synthetic_examples):
+    """Write `count` examples per task (from examples(task, count, seed)) under root in the given hub layout;
+    returns root."""
     root = Path(root)
     for task in tasks:
-        rows = synthetic_examples(task, count, seed)
+        rows = examples(task, count, seed)
         if layout == "tfrecord":
             from tfrecord.writer import TFRecordWriter
 
@@ -79,37 +139,8 @@ def write_synthetic_p3(root, layout, tasks=SYNTHETIC_TASKS, count=60, split="tra
 
 
 def tiny_t5_dir(path=None):
-    """A tiny random T5 + SentencePiece tokenizer in HF format: hyperrestart.tiny's when available, else one built here
-    (a stand-in until hyperrestart/tiny.py lands)."""
-    try:
-        from ..tiny import tiny_model_dir
-    except ImportError:
-        tiny_model_dir = None
-    if tiny_model_dir is not None:
-        return Path(tiny_model_dir())
-    return _build_tiny_t5(Path(path))
+    """The tiny random T5 + SentencePiece tokenizer of hyperrestart.tiny (generated once, cached); `path` is not used
+    (the model lives in the shared cache)."""
+    from ..tiny import tiny_model_dir
 
-
-def _build_tiny_t5(path):
-    if (path / "config.json").exists():
-        return path
-    import sentencepiece as spm
-    import torch
-    from transformers import T5Config, T5ForConditionalGeneration, T5TokenizerFast
-
-    path.mkdir(parents=True, exist_ok=True)
-    corpus = path / "corpus.txt"
-    lines = [f"{a} {b}" for task in SYNTHETIC_TASKS for a, b in synthetic_examples(task, 50)]
-    corpus.write_text("\n".join(lines + ["inputs: Which word comes first? Name the last word: Repeat the first two"]))
-    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(path / "spiece"), vocab_size=160,
-                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-                                   character_coverage=1.0, minloglevel=2)
-    corpus.unlink()
-    tokenizer = T5TokenizerFast(vocab_file=str(path / "spiece.model"), extra_ids=0, legacy=False, from_slow=True)
-    tokenizer.save_pretrained(path)
-    torch.manual_seed(0)
-    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, dropout_rate=0.1)
-    T5ForConditionalGeneration(config).save_pretrained(path)
-    (path / "spiece.vocab").unlink(missing_ok=True)
-    return path
+    return Path(tiny_model_dir())

@@ -1,8 +1,8 @@
-"""P3 task lists and the task -> original dataset mapping used for T0's per-dataset caps.
+"""P3 task lists, the task -> original dataset mapping, and T0's per-dataset caps.
 
 A P3 task name is ``{dataset}_{prompt template}``, where ``{dataset}`` is a Hugging Face dataset name with its subset
 joined by ``_`` (``adversarial_qa_dbidaf``, ``duorc_SelfRC``, ``super_glue_boolq``). The split between dataset and
-template is not recoverable from the name alone, so we match the longest prefix from KNOWN_DATASETS (every dataset in
+template is not recoverable from the name alone, so we match the longest prefix from P3_TEMPLATES (every dataset in
 the P3/T0 mixtures). T0 treats each dataset *subset* as its own dataset for the caps (adversarial_qa_dbidaf and
 adversarial_qa_dbert are capped separately), and so do we.
 """
@@ -11,18 +11,23 @@ from pathlib import Path
 
 from ..errors import HyperrestartError
 
-# Every dataset (with subset) in bigscience/P3, as the prefix of its task names.
-KNOWN_DATASETS = (
-    "adversarial_qa_dbert", "adversarial_qa_dbidaf", "adversarial_qa_droberta", "ag_news", "ai2_arc_ARC_Challenge",
-    "ai2_arc_ARC_Easy", "amazon_polarity", "anli", "app_reviews", "cnn_dailymail_3.0.0", "common_gen", "cos_e_v1.11",
-    "cosmos_qa", "dbpedia_14", "dream", "duorc_ParaphraseRC", "duorc_SelfRC", "gigaword", "glue_mrpc", "glue_qqp",
-    "hellaswag", "imdb", "kilt_tasks_hotpotqa", "multi_news", "openbookqa_main", "paws_labeled_final", "piqa", "qasc",
-    "quail", "quarel", "quartz", "quoref", "race_high", "race_middle", "ropes", "rotten_tomatoes", "samsum", "sciq",
-    "social_i_qa", "squad_v2", "story_cloze_2016", "super_glue_boolq", "super_glue_cb", "super_glue_copa",
-    "super_glue_multirc", "super_glue_record", "super_glue_rte", "super_glue_wic", "super_glue_wsc.fixed", "trec",
-    "trivia_qa_unfiltered", "web_questions", "wiki_bio", "wiki_hop_original", "wiki_qa", "winogrande_winogrande_debiased",
-    "winogrande_winogrande_xl", "wiqa", "xsum", "yelp_review_full",
-)
+# Every dataset (with subset) in bigscience/P3, as the prefix of its task names, with its number of prompt templates
+# in P3 (its train tasks, without the *_score_eval copies). T0's cap divides by this number whatever subset of the
+# templates one trains on. anli: 15 templates, each published once per round (r1, r2, r3).
+P3_TEMPLATES = {
+    "adversarial_qa_dbert": 5, "adversarial_qa_dbidaf": 5, "adversarial_qa_droberta": 5, "ag_news": 7,
+    "ai2_arc_ARC_Challenge": 6, "ai2_arc_ARC_Easy": 6, "amazon_polarity": 9, "anli": 15, "app_reviews": 4,
+    "cnn_dailymail_3.0.0": 9, "common_gen": 9, "cos_e_v1.11": 11, "cosmos_qa": 13, "dbpedia_14": 4, "dream": 5,
+    "duorc_ParaphraseRC": 9, "duorc_SelfRC": 9, "gigaword": 9, "glue_mrpc": 7, "glue_qqp": 6, "hellaswag": 11,
+    "imdb": 11, "kilt_tasks_hotpotqa": 5, "multi_news": 6, "openbookqa_main": 7, "paws_labeled_final": 12, "piqa": 11,
+    "qasc": 8, "quail": 13, "quarel": 5, "quartz": 8, "quoref": 11, "race_high": 8, "race_middle": 8, "ropes": 12,
+    "rotten_tomatoes": 10, "samsum": 7, "sciq": 5, "social_i_qa": 6, "squad_v2": 12, "story_cloze_2016": 5,
+    "super_glue_boolq": 10, "super_glue_cb": 15, "super_glue_copa": 12, "super_glue_multirc": 10,
+    "super_glue_record": 20, "super_glue_rte": 10, "super_glue_wic": 10, "super_glue_wsc.fixed": 10, "trec": 18,
+    "trivia_qa_unfiltered": 5, "web_questions": 5, "wiki_bio": 5, "wiki_hop_original": 9, "wiki_qa": 11,
+    "winogrande_winogrande_debiased": 5, "winogrande_winogrande_xl": 5, "wiqa": 8, "xsum": 10, "yelp_review_full": 7,
+}
+KNOWN_DATASETS = tuple(P3_TEMPLATES)
 
 
 def paper_tasks():
@@ -69,13 +74,23 @@ def load_task_list(path=None):
     return tasks
 
 
-def per_task_caps(tasks, cap_per_dataset):
-    """T0's rule: each dataset is capped at cap_per_dataset examples, divided evenly over its templates in `tasks`.
-
-    Returns {task: cap or None (no cap)}."""
-    if not cap_per_dataset:
-        return {task: None for task in tasks}
-    templates = {}
-    for task in tasks:
-        templates.setdefault(dataset_of(task) or task, []).append(task)
-    return {task: cap_per_dataset // len(templates[dataset_of(task) or task]) for task in tasks}
+def per_task_caps(rows, cap_per_dataset=500000, cap_per_task=None):
+    """T0's rule (promptsource/T0 seqio tasks): a dataset whose train set holds more than cap_per_dataset examples has
+    each of its templates capped at cap_per_dataset // (its number of templates in P3); smaller datasets are not
+    capped. rows: {task: rows in the source}; a dataset's train size is its largest task there (a P3 task holds one
+    row per original example; a few templates drop the examples they do not apply to). cap_per_task additionally
+    caps every task (not T0's rule; see README). 0/None = no such cap. Returns {task: cap or None}."""
+    sizes = {}
+    for task, count in rows.items():
+        dataset = dataset_of(task)
+        if dataset is None:
+            raise HyperrestartError(f"unknown P3 task {task!r}: its name starts with no known P3 dataset")
+        sizes[dataset] = max(sizes.get(dataset, 0), count)
+    caps = {}
+    for task in rows:
+        dataset = dataset_of(task)
+        cap = cap_per_dataset // P3_TEMPLATES[dataset] if cap_per_dataset and sizes[dataset] > cap_per_dataset else None
+        if cap_per_task:
+            cap = min(cap, cap_per_task) if cap is not None else cap_per_task
+        caps[task] = cap
+    return caps
