@@ -174,7 +174,9 @@ def run_env(upstream, tree, config, output_dir, tiny):
     if config.get("data_dir"):
         env["HYPERRESTART_DATA_DIR"] = str(config["data_dir"])
     if tiny:
+        from ..p3.synthetic import TINY_THREADS
         env.update(OFFLINE_ENV)
+        env.setdefault("OMP_NUM_THREADS", TINY_THREADS)  # a tiny model gains nothing from threads that share 2 cores
         env["HF_HOME"] = str(output_dir / "hf-home")
         env["HF_DATASETS_CACHE"] = str(output_dir / "hf-home" / "datasets")
     return env
