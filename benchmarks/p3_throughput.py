@@ -110,7 +110,7 @@ def main():
         def runner_batches():
             epoch = 0
             while True:
-                for rows in runner.epoch_batches(lengths, args.batch_size, epoch, 0, True, 50, 1, 0):
+                for rows in runner.epoch_batches(lengths, args.batch_size, epoch, 0, True, 50):
                     data = train[rows]
                     yield runner.collate(data["input_ids"], data["labels"], pad, multiple)
                 epoch += 1
