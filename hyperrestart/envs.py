@@ -1,8 +1,11 @@
 """One virtual environment per upstream, at <root>/upstream/.venvs/NAME, built from requirements/NAME.txt.
 
-The venv is made with --system-site-packages so an installed torch is reused (never a second multi-GB download);
-pip is given a constraint pinning torch to that installed version. A marker file records the requirements' hashes:
-an env whose requirements changed since it was built is reported as stale.
+The venv reuses the creating interpreter's packages (torch above all: never a second multi-GB download): a .pth file
+in its site-packages adds that interpreter's site-packages directories (a venv's own included, which
+`venv --system-site-packages` would miss) AFTER the venv's own, so the upstream's pins (transformers 3.5.1 for
+hyperformer) win over the parent's. Before pip runs, the new env must import the parent's torch; pip is then given a
+constraint pinning torch to that version, so it can only keep it. A marker file records the requirements' hashes: an
+env whose requirements changed since it was built is reported as stale.
 """
 import hashlib
 import json
@@ -18,6 +21,7 @@ from .paths import DEFAULT_DEST, REQUIREMENTS_DIR
 
 UPSTREAM_NAMES = ("hyperdecoders", "hyperformer")
 MARKER = "hyperrestart-env.json"
+PARENT_PTH = "_hyperrestart_parent.pth"
 TORCH_HINT = "pip install torch==2.13.0  (the CPU build; any torch>=2.1 already installed is reused)"
 
 
@@ -77,15 +81,43 @@ def python_for(name, root=None, requirements_dir=None) -> Path:
     return python
 
 
-def torch_version(python) -> str:
-    """torch's version as `python` imports it; HyperrestartError saying how to install it when it cannot."""
+def _torch(python):
+    """(torch's version as `python` imports it, None) or (None, the error's last line)."""
     result = subprocess.run([str(python), "-c", "import torch; print(torch.__version__)"],
                             capture_output=True, text=True)
     if result.returncode != 0:
-        tail = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise HyperrestartError(f"torch is not importable by {python} ({tail}); the upstream envs reuse an installed "
+        return None, (result.stderr.strip().splitlines() or ["(no output)"])[-1]
+    return result.stdout.strip().splitlines()[-1], None
+
+
+def torch_version(python) -> str:
+    """torch's version as `python` imports it; HyperrestartError saying how to install it when it cannot."""
+    version, error = _torch(python)
+    if version is None:
+        raise HyperrestartError(f"torch is not importable by {python} ({error}); the upstream envs reuse an installed "
                                 f"torch instead of downloading one. Install it first: `{python} -m {TORCH_HINT}`")
-    return result.stdout.strip().splitlines()[-1]
+    return version
+
+
+def site_dirs(python) -> list:
+    """The site-packages directories `python` imports from (a venv's own first, then its base's if it includes
+    them, and the user site when enabled), in its sys.path order."""
+    probe = ("import json, os, site, sys\n"
+             "dirs = site.getsitepackages() + ([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])\n"
+             "dirs = {os.path.abspath(d) for d in dirs}\n"
+             "print(json.dumps([p for p in sys.path if p and os.path.abspath(p) in dirs]))")
+    result = subprocess.run([str(python), "-c", probe], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise HyperrestartError(f"cannot list the site-packages of {python}: {result.stderr.strip()[-300:]}")
+    return json.loads(result.stdout)
+
+
+def _link_parent(venv, dirs):
+    """Make `venv` import from `dirs` after its own site-packages (site.addsitedir also runs their .pth files)."""
+    site = subprocess.run([str(_python_in(venv)), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    lines = "".join(f"import site; site.addsitedir({d!r})\n" for d in dirs)
+    (Path(site) / PARENT_PTH).write_text(lines)
 
 
 def create_env(name, python=None, recreate=False, root=None, requirements_dir=None, log=print) -> Path:
@@ -102,16 +134,23 @@ def create_env(name, python=None, recreate=False, root=None, requirements_dir=No
             log(f"{name}: removing the incomplete environment at {venv}")
         shutil.rmtree(venv)
     torch = torch_version(python)
-    log(f"{name}: creating {venv} with {python} (reusing torch {torch})")
+    parent_dirs = site_dirs(python)
+    log(f"{name}: creating {venv} with {python} (reusing torch {torch} and the packages of {', '.join(parent_dirs)})")
     venv.parent.mkdir(parents=True, exist_ok=True)
     try:
-        # The base's pip is visible through the system site-packages and installs into the venv: no ensurepip (~20 s).
-        has_pip = subprocess.run([str(python), "-c", "import pip"], capture_output=True).returncode == 0
-        _run([str(python), "-m", "venv", "--system-site-packages", *(["--without-pip"] if has_pip else []), str(venv)],
-             "python -m venv")
+        _run([str(python), "-m", "venv", "--without-pip", str(venv)], "python -m venv")
+        _link_parent(venv, parent_dirs)
         env_python = _python_in(venv)
+        seen, error = _torch(env_python)
+        if seen != torch:
+            raise HyperrestartError(f"the new environment does not import torch {torch} as {python} does "
+                                    f"({error or f'it imports torch {seen}'}); pip would install another torch, so "
+                                    f"nothing was installed. Is torch in one of {parent_dirs}?")
+        if subprocess.run([str(env_python), "-c", "import pip"], capture_output=True).returncode != 0:
+            _run([str(env_python), "-m", "ensurepip", "--default-pip"], "python -m ensurepip")
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as constraints:
             constraints.write(f"torch=={torch}\n")
+        # the constraint: pip may keep the parent's torch (it satisfies every requirement) but never fetch another
         pip = [str(env_python), "-m", "pip", "install", "--disable-pip-version-check"]
         try:
             _run(pip + ["-c", constraints.name, "-r", str(main)], f"pip install -r {main}")
@@ -122,7 +161,7 @@ def create_env(name, python=None, recreate=False, root=None, requirements_dir=No
         if torch_version(env_python) != torch:
             raise HyperrestartError(f"the requirements of {name} replaced torch {torch}; remove torch from {main}")
         (venv / MARKER).write_text(json.dumps({
-            "upstream": name, "base_python": str(python), "torch": torch,
+            "upstream": name, "base_python": str(python), "torch": torch, "parent_site_packages": parent_dirs,
             "requirements_sha256": _fingerprint((main, nodeps))}, indent=2) + "\n")
     except BaseException:
         shutil.rmtree(venv, ignore_errors=True)

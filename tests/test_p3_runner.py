@@ -1,10 +1,13 @@
 """The P3 runner on a tiny random T5 and synthetic prepared P3: loss, restart lr in a scheduler step unit (eq. 5,
-computed independently), Rouge-L files, exact resume; the hyperdecoder arm when a modern hyperdecoders tree exists."""
+computed independently), Rouge-L files, exact resume, 2 processes (gloo) = 1 process on the same global batch; the
+hyperdecoder arm when a modern hyperdecoders tree exists."""
 import csv
 import io
 import logging
 import json
 import math
+import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -41,13 +44,17 @@ def _setup(tmp_path_factory):
     return {"data": data, "model": tiny_t5_dir(root / "tiny"), "root": root}
 
 
-def train(setup, out, *extra, model="t5"):
-    """Run the runner in this process (saves re-importing transformers per run); returns its log text and warnings."""
-    argv = ["--data_dir", str(setup["data"]), "--output_dir", str(out), "--model_name_or_path", str(setup["model"]),
+def runner_argv(setup, out, *extra, model="t5"):
+    return ["--data_dir", str(setup["data"]), "--output_dir", str(out), "--model_name_or_path", str(setup["model"]),
             "--model", model, "--max_steps", str(STEPS), "--per_device_train_batch_size", "8", "--learning_rate",
             str(LR), "--eta_min", str(ETA_MIN), "--lr_scheduler", "restart", "--scheduler_step_unit", str(UNIT),
             "--eval_steps", "20", "--save_steps", "10", "--per_device_eval_batch_size", "16", "--progress", "false",
             "--seed", "3", *map(str, extra)]
+
+
+def train(setup, out, *extra, model="t5"):
+    """Run the runner in this process (saves re-importing transformers per run); returns its log text and warnings."""
+    argv = runner_argv(setup, out, *extra, model=model)
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     root, level = logging.getLogger(), logging.getLogger().level
@@ -86,6 +93,7 @@ def test_loss_falls_lr_follows_eq5_and_eval_files(full_run):
     out, log = full_run
     rows = read_csv(out / "train_log.csv")
     assert [int(r["step"]) for r in rows] == list(range(1, STEPS + 1))
+    assert {r["examples"] for r in rows} == {"8"}
     losses = [float(r["loss"]) for r in rows]
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5, losses
     for r in rows:
@@ -95,7 +103,7 @@ def test_loss_falls_lr_follows_eq5_and_eval_files(full_run):
     assert lrs[:10] == [LR] * 10 and lrs[10] < LR and lrs[15] == LR  # stepped every 5 steps; restart after 1, 3
     assert "does not end at a restart cycle end" not in log
     evals = read_csv(out / "eval_log.csv")
-    assert [int(r["step"]) for r in evals] == [0, 20]
+    assert [int(r["step"]) for r in evals] == [0, 20, 35]  # every 20 steps and the last
     report = json.loads((out / "eval" / "step_20.json").read_text())
     assert report["generation"] == {"max_new_tokens": 32, "num_beams": 1, "do_sample": False}
     assert report["num_examples"] == 16 and report["num_tasks"] == 4
@@ -119,6 +127,65 @@ def test_resume_matches_uninterrupted_run(setup, full_run):
     keep = ("step", "rougeL_micro", "rougeL_macro", "num_examples")
     assert [{k: r[k] for k in keep} for r in read_csv(out / "eval_log.csv")] == \
            [{k: r[k] for k in keep} for r in read_csv(full_run[0] / "eval_log.csv")]
+
+
+def test_two_processes_train_the_same_run_as_one(setup, capfd):
+    """`hyperrestart p3 --nproc-per-node 2` (torchrun, gloo on CPU) vs one process, same global batch of 8, no dropout:
+    the same examples per optimizer step, the same lr sequence, the all-reduced loss, an eval at the last step."""
+    model = setup["root"] / "no_dropout"  # dropout masks would differ with the micro-batch shapes: off, to compare
+    if not model.exists():
+        shutil.copytree(setup["model"], model)
+        config = json.loads((model / "config.json").read_text())
+        (model / "config.json").write_text(json.dumps({**config, "dropout_rate": 0.0}))
+    steps = 15  # 3 scheduler steps of 5 = 1 + 2: a cycle end
+    extra = ["--model_name_or_path", model, "--max_steps", steps, "--eval_steps", 0, "--eval_at_start", "false",
+             "--save_steps", 0]
+    one, two = setup["root"] / "one_process", setup["root"] / "two_processes"
+    train(setup, one, *extra)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        code = cli_main(["p3", "--nproc-per-node", "2", "--", *runner_argv(setup, two, *extra)])
+    finally:
+        del os.environ["OMP_NUM_THREADS"]
+    output = capfd.readouterr()
+    assert code == 0, output.err[-3000:]
+    assert json.loads((two / "run_config.json").read_text())["batch_layout"] == {
+        "world_size": 2, "global_batch": 8, "per_process": 4, "micro_batch": 4, "accumulation": 1}
+    rows1, rows2 = read_csv(one / "train_log.csv"), read_csv(two / "train_log.csv")
+    assert [r["step"] for r in rows2] == [str(s) for s in range(1, steps + 1)]
+    for key in ("examples", "target_tokens", "source_tokens", "lr", "scheduler_steps", "epoch"):
+        assert [r[key] for r in rows2] == [r[key] for r in rows1], key  # same examples, same schedule
+    assert {r["examples"] for r in rows2} == {"8"}
+    losses1, losses2 = [float(r["loss"]) for r in rows1], [float(r["loss"]) for r in rows2]
+    # Equal up to float32 rounding (eps 1.2e-7): micro-batches of 4 vs 8 are padded differently and the all-reduce
+    # sums in another order (measured: at most 1.3e-7 relative over the 15 steps). 1e-5 leaves room for other BLAS
+    # builds; a rank-0-only loss (about half) or other examples per step would be off by far more.
+    assert losses2 == pytest.approx(losses1, rel=1e-5)
+    for out in (one, two):
+        assert [r["step"] for r in read_csv(out / "eval_log.csv")] == [str(steps)]  # only the last step's eval
+        assert (out / "eval" / f"step_{steps}.json").exists() and (out / f"checkpoint-{steps}").exists()
+
+
+def test_batch_that_does_not_divide_over_processes_is_refused(monkeypatch, capsys):
+    runner = runner_module()
+    base = ["--data_dir", "d", "--output_dir", "o", "--model_name_or_path", "m", "--per_device_train_batch_size", "8"]
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(SystemExit) as exit_info:
+        runner.parse_args(base)
+    assert exit_info.value.code == 2
+    assert "the global batch of 8 examples per optimizer step" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit):
+        runner.parse_args(base + ["--train_batch_size", "12", "--per_device_train_batch_size", "4"])
+    assert "each of the 2 processes gets 6 examples per optimizer step, not a multiple of " \
+           "--per_device_train_batch_size 4" in capsys.readouterr().err
+    args = runner.parse_args(base + ["--train_batch_size", "32", "--per_device_train_batch_size", "4"])
+    assert args.batch_layout == {"world_size": 2, "global_batch": 32, "per_process": 16, "micro_batch": 4,
+                                 "accumulation": 4}
+    monkeypatch.setenv("WORLD_SIZE", "8")  # the paper's batch of 32 (table2 configs) on 8 GPUs: 4 each, no accumulation
+    args = runner.parse_args(base[:6] + ["--config", str(CONFIGS_DIR / "p3" / "table2_t5_restart.json")])
+    assert args.batch_layout["global_batch"] == 32 and args.batch_layout["per_process"] == 4
+    assert (args.max_steps, args.scheduler_step_unit) == (39624, 312)
 
 
 def test_unaligned_max_steps_warns(setup):

@@ -514,48 +514,6 @@ def test_env_help_names_the_real_default_folder(capsys, monkeypatch):
     assert "Create upstream/.venvs/NAME" in help_text
 
 
-# --- env ----------------------------------------------------------------------------------------------------------
-def test_python_for_names_the_command_that_creates_the_env(tmp_path):
-    with pytest.raises(HyperrestartError, match=r"no environment for hyperformer at .*; create it with "
-                                                r"`hyperrestart env hyperformer`"):
-        envs.python_for("hyperformer", root=tmp_path)
-    with pytest.raises(HyperrestartError, match="unknown upstream"):
-        envs.python_for("hyperfoo", root=tmp_path)
-
-
-def test_env_needs_the_requirements_file(tmp_path):
-    with pytest.raises(HyperrestartError, match=r"hyperdecoders\.txt does not exist"):
-        envs.create_env("hyperdecoders", root=tmp_path / "v", requirements_dir=tmp_path)
-    assert not (tmp_path / "v").exists()
-
-
-def test_env_needs_torch_and_says_how_to_install_it(tmp_path):
-    (tmp_path / "hyperdecoders.txt").write_text("")
-    fake = tmp_path / "python"
-    fake.write_text("#!/bin/sh\necho 'ModuleNotFoundError: No module named torch' >&2\nexit 1\n")
-    fake.chmod(0o755)
-    with pytest.raises(HyperrestartError, match=r"torch is not importable .*pip install torch==2\.13\.0"):
-        envs.create_env("hyperdecoders", python=str(fake), root=tmp_path / "v", requirements_dir=tmp_path)
-    assert not (tmp_path / "v").exists()
-
-
-@pytest.mark.slow  # builds a real venv and runs pip (10-60 s)
-def test_env_is_created_reusing_torch_then_idempotent(tmp_path):
-    (tmp_path / "hyperformer.txt").write_text("# nothing to install\n")
-    (tmp_path / "hyperformer-nodeps.txt").write_text("")
-    root = tmp_path / "venvs"
-    python = envs.create_env("hyperformer", root=root, requirements_dir=tmp_path, log=lambda *_: None)
-    assert python == envs.python_for("hyperformer", root=root, requirements_dir=tmp_path)
-    probe = subprocess.run([str(python), "-c", "import sys, torch; print(sys.prefix); print(torch.__file__)"],
-                           capture_output=True, text=True, check=True).stdout.split()
-    assert Path(probe[0]) == root / "hyperformer" and not probe[1].startswith(str(root))  # the installed torch
-    marker = json.loads((root / "hyperformer" / envs.MARKER).read_text())
-    assert marker["torch"].split("+")[0] == __import__("torch").__version__.split("+")[0]
-    mtime = (root / "hyperformer" / envs.MARKER).stat().st_mtime
-    envs.create_env("hyperformer", root=root, requirements_dir=tmp_path, log=lambda *_: None)
-    assert (root / "hyperformer" / envs.MARKER).stat().st_mtime == mtime  # not rebuilt
-
-
 # --- end to end on the real upstreams ------------------------------------------------------------------------------
 def _real_or_skip(name):
     tree = DEFAULT_DEST / name

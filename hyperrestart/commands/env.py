@@ -18,8 +18,9 @@ def cmd_env(args):
 def register(subparsers):
     parser = subparsers.add_parser(
         "env", help="create an upstream's virtual environment from requirements/NAME.txt",
-        description=f"Create {DEFAULT_VENVS}/NAME with `python -m venv --system-site-packages` (an installed torch is "
-                    "reused, never downloaded) and pip install -r requirements/NAME.txt (plus "
+        description=f"Create {DEFAULT_VENVS}/NAME seeing the packages of the interpreter that creates it (a venv's "
+                    "own included; its torch is reused, pip is constrained to it and never downloads one; the "
+                    "env's own pins take precedence) and pip install -r requirements/NAME.txt (plus "
                     "requirements/NAME-nodeps.txt with --no-deps when it exists). Idempotent; --recreate rebuilds.")
     parser.add_argument("name", choices=UPSTREAM_NAMES, help="the upstream")
     parser.add_argument("--python", help="base interpreter (default: the one running hyperrestart); it must import "

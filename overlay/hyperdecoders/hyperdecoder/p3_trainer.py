@@ -9,9 +9,18 @@ that tree's adapter T5 (modeling/adapter_t5.py); `--model t5` is plain T5ForCond
 
 Training: real batches (length-grouped, padded to the batch's longest), gradient accumulation, token-weighted loss,
 bf16 autocast + TF32 on GPUs that have them, DDP under torchrun. The lr scheduler is stepped once every
-`--scheduler_step_unit` optimizer steps (the released runner: 10,000 batch-1 steps). Evaluation (at step 0 and every
-`--eval_steps`): greedy generation, Rouge-L exactly as the paper (rouge_score, rougeL, stemmer, F-measure, mean x 100),
-micro and per-task macro. Checkpoints resume exactly: model, optimizer, scheduler, RNG states and data position.
+`--scheduler_step_unit` optimizer steps (the released runner: 10,000 batch-1 steps). Evaluation (at step 0, every
+`--eval_steps` and at the last step): greedy generation, Rouge-L exactly as the paper (rouge_score, rougeL, stemmer,
+F-measure, mean x 100), micro and per-task macro.
+
+Any number of processes (torchrun --nproc_per_node N) trains the same run: the batch is GLOBAL. One optimizer step
+consumes --train_batch_size examples (default: per_device_train_batch_size x gradient_accumulation_steps, so a config
+written for one process keeps its meaning), split evenly over the N processes; each process runs its share in
+micro-batches of at most --per_device_train_batch_size with gradient accumulation making up the rest. The loss is the
+token-weighted mean over the whole global batch. --max_steps, --scheduler_step_unit, --eval_steps and --save_steps
+count optimizer steps of that global batch, so they (and the lr sequence) are the same for any N. The global batch
+must be divisible by N, and each process's share by its micro-batch (an error says so). The logged loss and token
+counts are over all processes. Checkpoints resume exactly: model, optimizer, scheduler, RNG states and data position.
 Logs: OUTPUT_DIR/train_log.csv, eval_log.csv, eval/step_N.json(l), TensorBoard; wandb only with --report_to wandb.
 """
 import argparse
@@ -44,7 +53,7 @@ HDCONFIG_ADAPTER_DEFAULTS = {
 SCHEDULERS = ("restart", "constant", "linear", "cosine", "polynomial")
 RESTART_NAMES = ("restart", "cosine_annual_w_restarts", "consine_annealing_restart")
 TRAIN_LOG_FIELDS = ("step", "epoch", "loss", "lr", "scheduler_steps", "target_tokens", "source_tokens",
-                    "nonpad_fraction", "tokens_per_s", "elapsed_s")
+                    "nonpad_fraction", "tokens_per_s", "elapsed_s", "examples")
 EVAL_LOG_FIELDS = ("step", "rougeL_micro", "rougeL_macro", "num_examples", "num_tasks", "eval_seconds")
 
 
@@ -124,8 +133,15 @@ def build_parser():
     add("--max_steps", type=int, default=1000, help="optimizer steps")
     add("--stop_at_step", type=int, default=None,
         help="save a checkpoint and stop at this step (the schedule still spans --max_steps); for preemption/tests")
-    add("--per_device_train_batch_size", type=int, default=32)
-    add("--gradient_accumulation_steps", type=int, default=1)
+    add("--train_batch_size", type=int, default=None,
+        help="GLOBAL examples per optimizer step, over all processes and accumulation (default: "
+             "per_device_train_batch_size x gradient_accumulation_steps); the same for any number of processes")
+    add("--per_device_train_batch_size", type=int, default=32,
+        help="the largest micro-batch one process runs at once (memory); under N processes each runs "
+             "train_batch_size / N examples per step in micro-batches of min(this, train_batch_size / N)")
+    add("--gradient_accumulation_steps", type=int, default=1,
+        help="only sets the default --train_batch_size; the accumulation used is derived from the global batch, the "
+             "number of processes and --per_device_train_batch_size")
     add("--group_by_length", type=_bool, default=True)
     add("--length_group_size", type=int, default=50, help="megabatch = this many batches, sorted by length")
     add("--max_source_length", type=int, default=512)
@@ -134,6 +150,7 @@ def build_parser():
     add("--eval_split", default="validation")
     add("--eval_steps", type=int, default=5000, help="0 = no evaluation during training")
     add("--eval_at_start", type=_bool, default=True, help="evaluate at step 0 (as the paper)")
+    add("--eval_at_end", type=_bool, default=True, help="evaluate at the last step (--max_steps) too")
     add("--max_eval_samples", type=int, default=None)
     add("--per_device_eval_batch_size", type=int, default=64)
     add("--generation_max_new_tokens", type=int, default=None, help="default: --max_target_length")
@@ -188,9 +205,38 @@ def parse_args(argv=None):
         args.optimizer = "adamw" if args.lr_scheduler == "restart" else "adafactor"
     if args.scheduler_step_unit < 1:
         parser.error("--scheduler_step_unit must be >= 1")
+    if args.train_batch_size is not None and args.gradient_accumulation_steps != 1:
+        parser.error("give --train_batch_size (the global batch) or --gradient_accumulation_steps, not both: the "
+                     "accumulation is derived from the global batch")
+    if args.train_batch_size is None:
+        args.train_batch_size = args.per_device_train_batch_size * args.gradient_accumulation_steps
+    if min(args.train_batch_size, args.per_device_train_batch_size, args.gradient_accumulation_steps) < 1:
+        parser.error("--train_batch_size, --per_device_train_batch_size and --gradient_accumulation_steps must be >= 1")
+    try:
+        args.batch_layout = batch_layout(args.train_batch_size, int(os.environ.get("WORLD_SIZE", "1")),
+                                         args.per_device_train_batch_size)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.generation_max_new_tokens is None:
         args.generation_max_new_tokens = args.max_target_length
     return args
+
+
+def batch_layout(global_batch, world, max_micro):
+    """How `world` processes split a global batch: {per_process, micro_batch, accumulation} (examples per process per
+    optimizer step, micro-batch size, micro-batches per step). ValueError saying what to change when it does not
+    divide."""
+    if global_batch % world:
+        raise ValueError(f"the global batch of {global_batch} examples per optimizer step (--train_batch_size, default "
+                         f"per_device_train_batch_size x gradient_accumulation_steps) does not divide over {world} "
+                         f"processes: make it a multiple of {world} or launch another number of processes")
+    share = global_batch // world
+    micro = min(max_micro, share)
+    if share % micro:
+        raise ValueError(f"each of the {world} processes gets {share} examples per optimizer step, not a multiple of "
+                         f"--per_device_train_batch_size {micro}: choose a micro-batch size that divides {share}")
+    return {"world_size": world, "global_batch": global_batch, "per_process": share, "micro_batch": micro,
+            "accumulation": share // micro}
 
 
 # ------------------------------------------------------------------------------------------------------ distributed
@@ -215,6 +261,14 @@ class Dist:
         if self.world > 1:
             torch.distributed.barrier()
 
+    def sum(self, *values):
+        """The values summed over all processes (one all-reduce, float64), as a list."""
+        if self.world == 1:
+            return list(values)
+        total = torch.tensor(values, dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(total)
+        return total.tolist()
+
 
 # ------------------------------------------------------------------------------------------------------ data
 def load_data(args, tokenizer):
@@ -223,7 +277,7 @@ def load_data(args, tokenizer):
     data = datasets.load_dataset(args.data_dir)
     if "train" not in data:
         raise SystemExit(f"{args.data_dir}: no train split (found {list(data)}); prepare it with hyperrestart prepare-p3")
-    if args.eval_split not in data and (args.eval_steps or args.eval_at_start):
+    if args.eval_split not in data and (args.eval_steps or args.eval_at_start or args.eval_at_end):
         if len(data) == 1:  # the released runner's fallback: hold out 0.2% and halve it (seeded here)
             held = data["train"].train_test_split(test_size=0.002, seed=args.seed)
             halves = held["test"].train_test_split(test_size=0.5, seed=args.seed)
@@ -255,37 +309,40 @@ def load_data(args, tokenizer):
     return out
 
 
-def epoch_batches(lengths, batch_size, epoch, seed, group_by_length, group_size, world, rank):
-    """This rank's batches (lists of row indices) for one epoch: a seeded permutation, cut into megabatches of
-    `group_size` batches each sorted by length (so a batch holds similar lengths), batch order shuffled again."""
+def epoch_batches(lengths, batch_size, epoch, seed, group_by_length, group_size):
+    """One epoch's global batches (lists of `batch_size` row indices; an incomplete last one is dropped): a seeded
+    permutation, cut into megabatches of `group_size` batches each sorted by length (so a batch holds similar
+    lengths), batch order shuffled again. The same for any number of processes."""
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
     if group_by_length:
         mega = batch_size * group_size
         order = np.concatenate([chunk[np.argsort(-lengths[chunk], kind="stable")]
                                 for chunk in np.array_split(order, max(1, math.ceil(len(order) / mega)))])
-    batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    batches = [order[i:i + batch_size].tolist() for i in range(0, len(order) - batch_size + 1, batch_size)]
+    if not batches:
+        raise SystemExit(f"train split has {len(lengths)} rows: fewer than one global batch of {batch_size}")
     if group_by_length:
         batches = [batches[i] for i in rng.permutation(len(batches))]
-    per_rank = len(batches) // world
-    if per_rank == 0:
-        raise SystemExit(f"train split has {len(lengths)} rows: too few for batch size {batch_size} x {world} ranks")
-    return batches[rank::world][:per_rank]
+    return batches
 
 
 class Batches(torch.utils.data.Dataset):
-    """Collated batches of one epoch, starting at a position (exact resume)."""
+    """Per optimizer step of one epoch, from a position on (exact resume): this process's collated micro-batches.
+    Process r of N takes rows r, r+N, ... of the global batch (similar lengths on every process)."""
 
-    def __init__(self, dataset, batches, start, pad_id, pad_multiple):
+    def __init__(self, dataset, batches, start, layout, rank, pad_id, pad_multiple):
         self.dataset, self.batches, self.start = dataset, batches, start
+        self.world, self.rank, self.micro = layout["world_size"], rank, layout["micro_batch"]
         self.pad_id, self.pad_multiple = pad_id, pad_multiple
 
     def __len__(self):
         return len(self.batches) - self.start
 
     def __getitem__(self, i):
-        rows = self.dataset[self.batches[self.start + i]]
-        return collate(rows["input_ids"], rows["labels"], self.pad_id, self.pad_multiple)
+        rows = self.dataset[self.batches[self.start + i][self.rank::self.world]]
+        return [collate(rows["input_ids"][j:j + self.micro], rows["labels"][j:j + self.micro], self.pad_id,
+                        self.pad_multiple) for j in range(0, len(rows["input_ids"]), self.micro)]
 
 
 def collate(sources, targets, pad_id, pad_multiple=1):
@@ -486,6 +543,7 @@ def main(argv=None):
     args = parse_args(argv)
     dist = Dist()
     device = dist.device
+    layout = args.batch_layout
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -527,7 +585,8 @@ def main(argv=None):
     if dist.main:
         truncate_csv(output_dir / "train_log.csv", state["step"])
         truncate_csv(output_dir / "eval_log.csv", state["step"])
-        run_info = {"args": vars(args), "world_size": dist.world, "device": str(device), "bf16": use_bf16,
+        run_info = {"args": vars(args), "world_size": dist.world, "batch_layout": layout, "device": str(device),
+                    "bf16": use_bf16,
                     "train_rows": len(train), "eval_rows": len(evalset) if evalset is not None else 0,
                     "num_parameters": sum(p.numel() for p in model.parameters()),
                     "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
@@ -535,6 +594,8 @@ def main(argv=None):
     train_log = CsvLog(output_dir / "train_log.csv", TRAIN_LOG_FIELDS) if dist.main else None
     eval_log = CsvLog(output_dir / "eval_log.csv", EVAL_LOG_FIELDS) if dist.main else None
     reporters = make_reporters(args, output_dir) if dist.main else []
+    logger.info("global batch %d examples per optimizer step: %d process(es) x %d micro-batch(es) of %d",
+                layout["global_batch"], dist.world, layout["accumulation"], layout["micro_batch"])
 
     def run_eval(step):
         if evalset is not None and dist.main:
@@ -551,7 +612,6 @@ def main(argv=None):
 
     lengths = np.asarray(train["source_length"])
     pad_multiple = 8 if device.type == "cuda" else 1
-    accum = args.gradient_accumulation_steps
     end_step = min(args.max_steps, args.stop_at_step or args.max_steps)
     bar = None
     if args.progress and dist.main:
@@ -559,36 +619,39 @@ def main(argv=None):
         bar = tqdm(total=end_step, initial=state["step"], desc=f"p3 {args.model} {args.lr_scheduler}", unit="step")
     started, tokens_since, time_since = time.time(), 0, time.time()
 
-    def micro_batches():
+    def step_batches():
         while True:
-            batches = epoch_batches(lengths, args.per_device_train_batch_size, state["epoch"], args.seed,
-                                    args.group_by_length, args.length_group_size, dist.world, dist.rank)
+            batches = epoch_batches(lengths, args.train_batch_size, state["epoch"], args.seed, args.group_by_length,
+                                    args.length_group_size)
             loader = torch.utils.data.DataLoader(
-                Batches(train, batches, state["batch_in_epoch"], tokenizer.pad_token_id, pad_multiple),
+                Batches(train, batches, state["batch_in_epoch"], layout, dist.rank, tokenizer.pad_token_id,
+                        pad_multiple),
                 batch_size=None, shuffle=False, num_workers=args.dataloader_num_workers,
                 # its own generator: creating the iterator must not draw from the global RNG (exact resume)
                 generator=torch.Generator().manual_seed(args.seed + state["epoch"]))
-            for batch in loader:
+            for group in loader:
                 state["batch_in_epoch"] += 1
-                yield batch
+                yield group
             state["epoch"] += 1
             state["batch_in_epoch"] = 0
 
-    stream = micro_batches()
+    stream = step_batches()
     while state["step"] < end_step:
-        group = [next(stream) for _ in range(accum)]
-        target_tokens = sum(int((b["labels"] != -100).sum()) for b in group)
+        group = next(stream)
+        # the loss is the token-weighted mean over the global batch; DDP averages gradients over processes, so each
+        # process scales its sum by world / (the global batch's target tokens)
+        total_tokens = max(int(dist.sum(sum(int((b["labels"] != -100).sum()) for b in group))[0]), 1)
         lr = optimizer.param_groups[0]["lr"]
         loss_sum = 0.0
         for i, batch in enumerate(group):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            sync = dist.world == 1 or i == accum - 1
+            sync = dist.world == 1 or i == len(group) - 1
             context = model.no_sync() if not sync else _null()
             with context, autocast():
                 out = model(**batch, use_cache=False)  # teacher forcing needs no cache (and the adapter T5 breaks with one)
                 n_tokens = int((batch["labels"] != -100).sum())
-                loss = out.loss.float() * n_tokens / max(target_tokens, 1)
-            loss.backward()
+                loss = out.loss.float() * n_tokens / total_tokens
+            (loss * dist.world).backward()
             loss_sum += float(loss.detach())
         if args.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
@@ -598,15 +661,18 @@ def main(argv=None):
         if state["step"] % args.scheduler_step_unit == 0:
             scheduler.step()
             state["scheduler_steps"] += 1
-        source_tokens = sum(int(b["attention_mask"].sum()) for b in group)
-        padded = sum(b["input_ids"].numel() + b["labels"].numel() for b in group)
-        tokens_since += (source_tokens + target_tokens) * dist.world
+        loss_sum, source_tokens, padded, examples = dist.sum(
+            loss_sum, sum(int(b["attention_mask"].sum()) for b in group),
+            sum(b["input_ids"].numel() + b["labels"].numel() for b in group), sum(len(b["input_ids"]) for b in group))
+        source_tokens, padded, examples, target_tokens = int(source_tokens), int(padded), int(examples), total_tokens
+        tokens_since += source_tokens + target_tokens
         if dist.main:
             now = time.time()
             row = {"step": state["step"], "epoch": state["epoch"], "loss": loss_sum, "lr": lr,
                    "scheduler_steps": state["scheduler_steps"], "target_tokens": target_tokens,
                    "source_tokens": source_tokens, "nonpad_fraction": (source_tokens + target_tokens) / padded,
-                   "tokens_per_s": tokens_since / max(now - time_since, 1e-9), "elapsed_s": now - started}
+                   "tokens_per_s": tokens_since / max(now - time_since, 1e-9), "elapsed_s": now - started,
+                   "examples": examples}
             train_log.write(row)
             if state["step"] % args.logging_steps == 0 or state["step"] == end_step:
                 for report in reporters:
@@ -617,7 +683,8 @@ def main(argv=None):
                 tokens_since, time_since = 0, now
             if bar is not None:
                 bar.update()
-        if args.eval_steps and state["step"] % args.eval_steps == 0:
+        if (args.eval_steps and state["step"] % args.eval_steps == 0) or \
+                (args.eval_at_end and state["step"] == args.max_steps):
             run_eval(state["step"])
         if (args.save_steps and state["step"] % args.save_steps == 0) or state["step"] == end_step:
             save_checkpoint(args, dist, model, tokenizer, optimizer, scheduler, state)
