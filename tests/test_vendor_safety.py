@@ -16,7 +16,7 @@ from hyperrestart.errors import HyperrestartError
 
 
 def backups(project):
-    return sorted((project.dest / ".hyperrestart-backups").glob("fake-*"))
+    return sorted(p for p in (project.dest / ".hyperrestart-backups").glob("fake-*") if p.is_dir())
 
 
 # --- 1. nothing a user made is lost on a rebuild -----------------------------------------------------------------
