@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import gitops
 from .errors import HyperrestartError
-from .sources import cached_commit, pinned_ref
+from .sources import WHOLE_PACKS, cached_commit, pinned_ref
 
 MANIFEST = "hyperrestart-pack.json"
 
@@ -25,7 +25,7 @@ def pack(lock, names, out: Path, *, overrides=None, bundles=None, offline=False,
                                log=log) as cache:
                 if (cache / "shallow").exists() and not offline:
                     # a bundle must be self-contained: take the history too when the cache only has the commit
-                    gitops.run(cache, "fetch", "-q", "--unshallow", "--no-tags", "--", upstream.url,
+                    gitops.run(cache, *WHOLE_PACKS, "fetch", "-q", "--unshallow", "--no-tags", "--", upstream.url,
                                "+refs/heads/*:refs/hyperrestart/remote/heads/*")
                 try:
                     gitops.run(cache, "bundle", "create", "-q", str(bundle), pinned_ref(upstream.commit))

@@ -7,7 +7,7 @@ from .build import apply_patch, PatchApplyError
 from .errors import HyperrestartError
 from .paths import PATCHES_DIR
 from .series import read_series
-from .sources import CacheLock, cache_repo, sources_for
+from .sources import WHOLE_PACKS, CacheLock, cache_repo, sources_for
 
 
 def resolve_ref(cache, upstream, ref, overrides, bundles, offline, log):
@@ -21,7 +21,8 @@ def resolve_ref(cache, upstream, ref, overrides, bundles, offline, log):
         if offline and source.needs_network:
             continue
         try:
-            gitops.run(cache, "fetch", "-q", "--no-tags", "--depth", "1", "--", source.location, ref or "HEAD")
+            gitops.run(cache, *WHOLE_PACKS, "fetch", "-q", "--no-tags", "--depth", "1", "--", source.location,
+                       ref or "HEAD")
             commit = gitops.run(cache, "rev-parse", "FETCH_HEAD^{commit}")
             gitops.run(cache, "update-ref", f"refs/hyperrestart/drift/{upstream.name}", commit)
             log(f"{upstream.name}: {ref or 'HEAD'} of {source.location} is {commit[:12]}")

@@ -89,10 +89,7 @@ def _init_cache(path: Path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         gitops.run(tmp, "init", "-q", "--bare")
-        # gc.auto 0: objects are never repacked behind a reader's back; unpackLimit 1: every fetch lands as one pack
-        # that appears whole (index written last) or not at all, so a killed fetch leaves no partial commit.
-        for key, value in (("gc.auto", "0"), ("fetch.unpackLimit", "1"), ("transfer.unpackLimit", "1")):
-            gitops.run(tmp, "config", key, value)
+        gitops.run(tmp, "config", "gc.auto", "0")  # objects are never repacked behind a reader's back
         try:
             tmp.rename(path)
         except OSError:  # another run created it first
@@ -143,17 +140,23 @@ def pinned_ref(commit):
     return f"refs/hyperrestart/pinned/{commit}"
 
 
+# Every fetch into the cache lands as one pack, which appears whole (its index is written last) or not at all, so a
+# killed fetch leaves no commit without its files (git would otherwise unpack small fetches object by object).
+WHOLE_PACKS = ("-c", "fetch.unpackLimit=1", "-c", "transfer.unpackLimit=1")
+
+
 def _fetch_from(cache, source, commit, log):
     """Shallow fetch of the exact commit; full fetch when the server refuses an unadvertised commit."""
+    fetch = (*WHOLE_PACKS, "fetch", "-q", "--no-tags")
     if source.kind == "bundle":
-        gitops.run(cache, "fetch", "-q", "--no-tags", "--", source.location, "+refs/*:refs/hyperrestart/bundle/*")
+        gitops.run(cache, *fetch, "--", source.location, "+refs/*:refs/hyperrestart/bundle/*")
         return
     try:
-        gitops.run(cache, "fetch", "-q", "--no-tags", "--depth", "1", "--", source.location, commit)
+        gitops.run(cache, *fetch, "--depth", "1", "--", source.location, commit)
     except gitops.GitError as exc:
         log(f"  shallow fetch of {commit[:12]} refused ({exc.stderr.splitlines()[-1] if exc.stderr else 'no detail'}); "
             f"fetching all branches and tags instead")
-        gitops.run(cache, "fetch", "-q", "--", source.location, "+refs/heads/*:refs/hyperrestart/remote/heads/*",
+        gitops.run(cache, *fetch, "--", source.location, "+refs/heads/*:refs/hyperrestart/remote/heads/*",
                    "+refs/tags/*:refs/hyperrestart/remote/tags/*")
 
 

@@ -3,6 +3,7 @@ its newcomer frictions (issue 10): each test uses throw-away upstreams from test
 import fcntl
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -65,6 +66,9 @@ def test_a_rebuild_refuses_to_lose_ignored_files_branches_stashes_or_git_config(
     assert named in result.stderr and "nothing was touched" in result.stderr and "--force" in result.stderr
     assert project.tree_hash() == before
     assert not backups(project)
+    status = project.run("status")
+    assert "not in the tree" in status.stdout and named in status.stdout
+    assert project.run().returncode == 0  # no rebuild needed: nothing to refuse
 
 
 @pytest.mark.parametrize("kind", KEEPERS)
@@ -87,6 +91,19 @@ def test_force_moves_the_whole_old_tree_to_the_backups_and_says_where(project, k
         assert git(saved, "stash", "list")
     else:
         assert git(saved, "config", "user.name") == "Someone Local"
+
+
+def test_an_interrupted_swap_never_deletes_an_old_tree_holding_user_files(project):
+    assert project.run().returncode == 0
+    _ignored_checkpoint(project.tree)
+    # a run killed after putting the new tree in place, before disposing of the old one
+    shutil.copytree(project.tree, project.dest / ".hyperrestart-old-fake", symlinks=True)
+    shutil.rmtree(project.tree / "output")
+    result = project.run()
+    assert result.returncode == 0, result.stderr
+    [saved] = backups(project)
+    assert (saved / "output/checkpoint-500/pytorch_model.bin").read_text() == "weights\n"
+    assert str(saved) in result.stdout and not (project.dest / ".hyperrestart-old-fake").exists()
 
 
 def test_regenerable_pycache_does_not_block_a_rebuild(project):
