@@ -141,23 +141,34 @@ def test_force_saves_a_non_utf8_edit_byte_exact(project):
 
 # --- 3. the shared git cache --------------------------------------------------------------------------------------
 
-def _cache_with_commit_but_no_trees(project):
-    """What a kill during the first fetch can leave: the commit object and its ref, without its trees."""
+def _copy_object(project, cache, kind, sha):
+    raw = subprocess.run(["git", "cat-file", kind, sha], cwd=project.upstream, check=True, capture_output=True).stdout
+    written = subprocess.run(["git", "hash-object", "-t", kind, "-w", "--stdin"], cwd=cache, input=raw,
+                             check=True, capture_output=True).stdout.decode().strip()
+    assert written == sha
+
+
+def _cache_with_commit_but_no_trees(project, with_trees=False):
+    """What a kill during the first fetch can leave: the commit object and its ref, without its trees (or with its
+    trees but without its files)."""
     cache = project.cache / "git" / "fake.git"
     subprocess.run(["rm", "-rf", str(project.cache)], check=True)
     cache.mkdir(parents=True)
     git(cache, "init", "-q", "--bare")
-    raw = subprocess.run(["git", "cat-file", "commit", project.commit], cwd=project.upstream, check=True,
-                         capture_output=True).stdout
-    written = subprocess.run(["git", "hash-object", "-t", "commit", "-w", "--stdin"], cwd=cache, input=raw,
-                             check=True, capture_output=True).stdout.decode().strip()
-    assert written == project.commit
+    _copy_object(project, cache, "commit", project.commit)
+    if with_trees:
+        _copy_object(project, cache, "tree", git(project.upstream, "rev-parse", f"{project.commit}^{{tree}}"))
+        for line in git(project.upstream, "ls-tree", "-r", "-t", project.commit).splitlines():
+            _, kind, sha = line.split("\t")[0].split()
+            if kind == "tree":
+                _copy_object(project, cache, "tree", sha)
     git(cache, "update-ref", f"refs/hyperrestart/pinned/{project.commit}", project.commit)
     return cache
 
 
-def test_a_cached_commit_without_its_trees_is_refetched(project):
-    _cache_with_commit_but_no_trees(project)
+@pytest.mark.parametrize("with_trees", [False, True], ids=["no trees", "no files"])
+def test_a_cached_commit_without_its_trees_is_refetched(project, with_trees):
+    _cache_with_commit_but_no_trees(project, with_trees)
     result = project.run()
     assert result.returncode == 0, result.stderr
     assert "incomplete" in result.stdout
