@@ -77,7 +77,8 @@ def checkout_pinned(cache, upstream, workdir: Path):
     workdir.mkdir(parents=True)
     gitops.init_repo(workdir)
     # --depth 1 records the pinned commit as a shallow root, so history tools (rebase -i, log) work in the tree
-    gitops.run(workdir, "fetch", "-q", "--no-tags", "--depth", "1", f"file://{cache}", pinned_ref(upstream.commit))
+    # a plain path, not a file:// URL (which would need quoting for '%', '#' or spaces in the cache path)
+    gitops.run(workdir, "fetch", "-q", "--no-tags", "--depth", "1", "--", str(cache), pinned_ref(upstream.commit))
     gitops.run(workdir, "checkout", "-q", "-b", "hyperrestart", upstream.commit)
     gitops.run(workdir, "tag", "-f", BASE_TAG, upstream.commit)
     gitops.run(workdir, "remote", "add", "origin", upstream.url)

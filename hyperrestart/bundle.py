@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import gitops
 from .errors import HyperrestartError
-from .sources import ensure_commit, pinned_ref
+from .sources import WHOLE_PACKS, cached_commit, pinned_ref
 
 MANIFEST = "hyperrestart-pack.json"
 
@@ -20,16 +20,17 @@ def pack(lock, names, out: Path, *, overrides=None, bundles=None, offline=False,
         manifest = {"format": 1, "upstreams": {}}
         for name in names:
             upstream = lock.upstream(name)
-            cache = ensure_commit(upstream, overrides=overrides, bundles=bundles, offline=offline, log=log)
-            if (cache / "shallow").exists() and not offline:
-                # a bundle must be self-contained: take the history too when the cache only has the commit
-                gitops.run(cache, "fetch", "-q", "--unshallow", "--no-tags", upstream.url,
-                           "+refs/heads/*:refs/hyperrestart/remote/heads/*")
             bundle = Path(tmp) / f"{name}.bundle"
-            try:
-                gitops.run(cache, "bundle", "create", "-q", str(bundle), pinned_ref(upstream.commit))
-            except gitops.GitError as exc:
-                raise HyperrestartError(f"cannot bundle {name}: {exc.stderr}") from None
+            with cached_commit(upstream, overrides=overrides, bundles=bundles, offline=offline, exclusive=True,
+                               log=log) as cache:
+                if (cache / "shallow").exists() and not offline:
+                    # a bundle must be self-contained: take the history too when the cache only has the commit
+                    gitops.run(cache, *WHOLE_PACKS, "fetch", "-q", "--unshallow", "--no-tags", "--", upstream.url,
+                               "+refs/heads/*:refs/hyperrestart/remote/heads/*")
+                try:
+                    gitops.run(cache, "bundle", "create", "-q", str(bundle), pinned_ref(upstream.commit))
+                except gitops.GitError as exc:
+                    raise HyperrestartError(f"cannot bundle {name}: {exc.stderr}") from None
             manifest["upstreams"][name] = {"commit": upstream.commit, "tree": upstream.tree,
                                            "bundle": bundle.name}
             log(f"{name}: bundled {upstream.commit[:12]} ({bundle.stat().st_size // 1024} KiB)")

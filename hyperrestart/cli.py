@@ -10,13 +10,13 @@ from .errors import HyperrestartError
 COMMAND_MODULES = ["vendor", "env", "run", "plot_lr", "prepare_p3", "p3", "sweep", "report"]
 
 
-def build_parser(prog="hyperrestart"):
+def build_parser(prog="hyperrestart", modules=COMMAND_MODULES):
     parser = argparse.ArgumentParser(
         prog=prog, description="Reproduce 'Enhancing Language Model Hypernetworks with Restart' on patched "
                                "allenai/hyperdecoders and rabeehk/hyperformer trees. `bootstrap.py` with no verb "
                                "materialises them; `VERB --help` for each verb.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in modules:
         try:
             module = importlib.import_module(f"hyperrestart.commands.{name}")
         except ModuleNotFoundError as exc:
@@ -27,8 +27,8 @@ def build_parser(prog="hyperrestart"):
     return parser
 
 
-def main(argv=None, prog="hyperrestart"):
-    parser = build_parser(prog)
+def main(argv=None, prog="hyperrestart", modules=COMMAND_MODULES):
+    parser = build_parser(prog, modules)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):  # no verb: asking what there is, not an error
         parser.print_help()
@@ -43,10 +43,11 @@ def main(argv=None, prog="hyperrestart"):
         return 130
 
 
-def console_main(argv=None, prog="hyperrestart"):
-    """Entry point of the `hyperrestart` script and bootstrap.py: main() plus quiet exit when piped into `head`."""
+def console_main(argv=None, prog="hyperrestart", modules=COMMAND_MODULES):
+    """Entry point of the `hyperrestart` script and bootstrap.py (which passes its own `modules`): main() plus quiet
+    exit when piped into `head`."""
     try:
-        return main(argv, prog)
+        return main(argv, prog, modules)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

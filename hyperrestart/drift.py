@@ -7,24 +7,26 @@ from .build import apply_patch, PatchApplyError
 from .errors import HyperrestartError
 from .paths import PATCHES_DIR
 from .series import read_series
-from .sources import cache_repo, sources_for
+from .sources import WHOLE_PACKS, CacheLock, cache_repo, sources_for
 
 
-def resolve_ref(upstream, ref, overrides, bundles, offline, log):
-    """Fetch `ref` (default: the remote's HEAD) into the cache; return its commit."""
-    cache = cache_repo(upstream.name)
-    if ref and gitops.has_commit(cache, ref):
-        return cache, gitops.run(cache, "rev-parse", f"{ref}^{{commit}}")
+def resolve_ref(cache, upstream, ref, overrides, bundles, offline, log):
+    """Fetch `ref` (default: the remote's HEAD) into the cache (held exclusively); return its commit."""
+    if ref:
+        gitops.check_not_option(ref, "--ref")
+        if gitops.has_complete_commit(cache, ref):
+            return gitops.run(cache, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
     errors = []
     for source in sources_for(upstream, overrides, bundles):
         if offline and source.needs_network:
             continue
         try:
-            gitops.run(cache, "fetch", "-q", "--no-tags", "--depth", "1", source.location, ref or "HEAD")
+            gitops.run(cache, *WHOLE_PACKS, "fetch", "-q", "--no-tags", "--depth", "1", "--", source.location,
+                       ref or "HEAD")
             commit = gitops.run(cache, "rev-parse", "FETCH_HEAD^{commit}")
             gitops.run(cache, "update-ref", f"refs/hyperrestart/drift/{upstream.name}", commit)
             log(f"{upstream.name}: {ref or 'HEAD'} of {source.location} is {commit[:12]}")
-            return cache, commit
+            return commit
         except gitops.GitError as exc:
             errors.append(f"{source.location}: {exc.stderr.splitlines()[-1] if exc.stderr else exc}")
     raise HyperrestartError(f"cannot fetch {ref or 'HEAD'} of {upstream.name}:\n  " + "\n  ".join(errors or ["no source"]))
@@ -35,12 +37,14 @@ def drift(lock, names, ref=None, *, overrides=None, bundles=None, offline=False,
     conflicts = 0
     for name in names:
         upstream = lock.upstream(name)
-        cache, commit = resolve_ref(upstream, ref, overrides, bundles, offline, log)
-        with tempfile.TemporaryDirectory(prefix="hyperrestart-drift-") as tmp:
+        with CacheLock(name, log) as lock_, tempfile.TemporaryDirectory(prefix="hyperrestart-drift-") as tmp:
+            cache = cache_repo(name)
+            commit = resolve_ref(cache, upstream, ref, overrides, bundles, offline, log)
+            lock_.share()
             work = Path(tmp) / name
             work.mkdir()
             gitops.init_repo(work)
-            gitops.run(work, "fetch", "-q", "--no-tags", str(cache), commit)
+            gitops.run(work, "fetch", "-q", "--no-tags", "--", str(cache), commit)
             gitops.run(work, "checkout", "-q", "-b", "drift", commit)
             print(f"{name} @ {commit[:12]} ({'same as' if commit == upstream.commit else 'pinned is'} "
                   f"{upstream.commit[:12]}):")

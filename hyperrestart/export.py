@@ -88,7 +88,8 @@ def export(lock, name, dest: Path, message=None, log=print) -> int:
     log(f"{name}: {len(new_entries)} patch(es) in the series, {len(written)} rewritten: {', '.join(written) or 'none'}")
     relock(lock, [name], log=log)
     refreshed = lock.upstream(name)
-    state.update(result_tree=gitops.worktree_tree(tree), lock_result_tree=refreshed.result_tree[state["profile"]],
+    state.update(result_tree=gitops.worktree_tree(tree), head=gitops.run(tree, "rev-parse", "HEAD"),
+                 lock_result_tree=refreshed.result_tree[state["profile"]],
                  patches=dict((n, refreshed.patches[n]) for n, _ in new_entries if n in refreshed.patches),
                  overlay={o.dest: o.sha256 for o in refreshed.overlay})
     write_state(tree, state)

@@ -1,10 +1,9 @@
-"""Thin GitPython layer: every git invocation of the tool goes through here, with one error style."""
+"""Every git invocation of the tool goes through run(): one error style, one scrubbed environment."""
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
-
-import git
 
 from .errors import HyperrestartError
 
@@ -24,25 +23,58 @@ class GitError(HyperrestartError):
         super().__init__(f"`git {' '.join(args)}` failed (exit {status}): {self.stderr}")
 
 
-def run(cwd, *args, env=None, strip=True) -> str:
-    """Run `git args...` in cwd; return stdout; raise GitError with git's message on failure."""
-    full_env = dict(os.environ, GIT_TERMINAL_PROMPT="0", LC_ALL="C")
-    if env:
-        full_env.update(env)
+# Variables that point git at another repository, work tree, index, object store or ref namespace: those of
+# `git rev-parse --local-env-vars` except the `-c` settings (GIT_CONFIG_PARAMETERS/COUNT, which only configure),
+# plus discovery and namespace. Inherited from the caller (a git hook, an IDE, a shell) they would make the tool
+# read and write that repository instead of its own, so no git call of the tool ever sees them.
+REPO_LOCATING_ENV = (
+    "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR", "GIT_IMPLICIT_WORK_TREE", "GIT_GRAFT_FILE", "GIT_NO_REPLACE_OBJECTS", "GIT_REPLACE_REF_BASE",
+    "GIT_PREFIX", "GIT_INTERNAL_SUPER_PREFIX", "GIT_SHALLOW_FILE", "GIT_CONFIG", "GIT_NAMESPACE",
+    "GIT_CEILING_DIRECTORIES", "GIT_DISCOVERY_ACROSS_FILESYSTEM", "GIT_QUARANTINE_PATH")
+
+
+def git_env(extra=None) -> dict:
+    """The environment of every git call: the caller's, without REPO_LOCATING_ENV, never prompting."""
+    env = {k: v for k, v in os.environ.items() if k not in REPO_LOCATING_ENV}
+    env.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C", **(extra or {}))
+    return env
+
+
+def run(cwd, *args, env=None, strip=True, binary=False):
+    """Run `git args...` in cwd; return stdout (str, or bytes with binary=True); raise GitError on failure."""
     try:
-        status, out, err = git.Git(str(cwd)).execute(
-            ["git", *map(str, args)], env=full_env, with_extended_output=True, with_exceptions=False,
-            strip_newline_in_stdout=strip)
-    except git.GitCommandNotFound:
+        proc = subprocess.run(["git", *map(str, args)], cwd=str(cwd), env=git_env(env), capture_output=True,
+                              stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
         raise HyperrestartError("git is not installed or not on PATH") from None
-    if status != 0:
-        raise GitError([str(a) for a in args], err, status)
-    return out
+    if proc.returncode != 0:
+        raise GitError([str(a) for a in args], proc.stderr.decode(errors="replace"), proc.returncode)
+    if binary:
+        return proc.stdout
+    out = proc.stdout.decode(errors="surrogateescape")
+    return out[:-1] if strip and out.endswith("\n") else out
+
+
+def check_not_option(value, what):
+    """A user-given ref, URL or path must never reach git as an option (`--upload-pack=...` runs a command)."""
+    if str(value).startswith("-"):
+        raise HyperrestartError(f"{what} {value!r} must not start with '-' (git would read it as an option)")
+    return value
 
 
 def has_commit(repo_dir, sha) -> bool:
     try:
         run(repo_dir, "cat-file", "-e", f"{sha}^{{commit}}")
+        return True
+    except GitError:
+        return False
+
+
+def has_complete_commit(repo_dir, sha) -> bool:
+    """The commit and every tree and blob of its tree are present (an interrupted fetch can leave less)."""
+    try:
+        run(repo_dir, "rev-list", "--quiet", "--objects", "--verify-objects", "--no-walk", f"{sha}^{{commit}}")
         return True
     except GitError:
         return False

@@ -1,5 +1,6 @@
 """vendor.lock: the pinned upstream commits and every hash that proves a materialised tree is the right one (TOML)."""
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,10 +56,34 @@ class Lock:
         return profile
 
 
-def _require(table, key, where):
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # an upstream name is used as a folder name: DEST/NAME, cache
+_TYPES = {str: "a string", dict: "a table", list: "an array", int: "an integer"}
+_TOML_TYPES = {str: "string", dict: "table", list: "array", int: "integer", float: "float", bool: "boolean"}
+
+
+def _get(table, key, where, kind, default=None):
+    """table[key] checked to be of `kind` (missing: `default`, or an error when default is None)."""
     if key not in table:
-        raise HyperrestartError(f"{where}: missing key {key!r}")
-    return table[key]
+        if default is None:
+            raise HyperrestartError(f"{where}: missing key {key!r}")
+        return default
+    value = table[key]
+    if type(value) is not kind:
+        got = _TOML_TYPES.get(type(value), type(value).__name__)
+        raise HyperrestartError(f"{where}: {key!r} must be {_TYPES[kind]}, got {got} {value!r}")
+    return value
+
+
+def _strings(table, where):
+    """A table of string values (result_tree, patches), each checked."""
+    return {key: _get(table, key, where, str) for key in table}
+
+
+def check_name(name, where):
+    if not NAME.fullmatch(name) or name in (".", ".."):
+        raise HyperrestartError(f"{where}: upstream name {name!r} is not a plain name (letters, digits, '.', '_', "
+                                f"'-', starting with a letter or digit): it names folders")
+    return name
 
 
 def load(path) -> Lock:
@@ -71,19 +96,33 @@ def load(path) -> Lock:
         raise HyperrestartError(f"{path} is not valid TOML: {exc}") from None
     if data.get("lock_version") != LOCK_VERSION:
         raise HyperrestartError(f"{path}: lock_version {data.get('lock_version')!r} is not {LOCK_VERSION}")
-    profiles = list(_require(data, "profiles", str(path)))
+    profiles = _get(data, "profiles", str(path), list)
+    for profile in profiles:
+        if type(profile) is not str:
+            raise HyperrestartError(f"{path}: 'profiles' must be an array of strings, got {profile!r}")
     upstreams = {}
-    for name, table in _require(data, "upstream", str(path)).items():
+    for name, table in _get(data, "upstream", str(path), dict).items():
         where = f"{path} [upstream.{name}]"
-        commit = _require(table, "commit", where)
+        check_name(name, str(path))
+        if type(table) is not dict:
+            raise HyperrestartError(f"{where}: must be a table, got {table!r}")
+        commit = _get(table, "commit", where, str)
         if len(commit) != 40 or any(c not in "0123456789abcdef" for c in commit):
             raise HyperrestartError(f"{where}: commit must be a full 40-hex SHA, got {commit!r}")
-        overlay = [OverlayFile(dest, _require(spec, "source", f"{where} overlay {dest!r}"), spec.get("sha256", ""))
-                   for dest, spec in table.get("overlay", {}).items()]
-        upstreams[name] = Upstream(name=name, url=_require(table, "url", where), commit=commit,
-                                   tree=table.get("tree", ""), result_tree=dict(table.get("result_tree", {})),
-                                   patches=dict(table.get("patches", {})), overlay=overlay)
-    default = data.get("default_profile", profiles[0])
+        url = _get(table, "url", where, str)
+        if url.startswith("-"):
+            raise HyperrestartError(f"{where}: url {url!r} must not start with '-'")
+        overlay = []
+        for dest, spec in _get(table, "overlay", where, dict, {}).items():
+            entry = f"{where} overlay {dest!r}"
+            if type(spec) is not dict:
+                raise HyperrestartError(f"{entry}: must be a table {{ source = ..., sha256 = ... }}, got {spec!r}")
+            overlay.append(OverlayFile(dest, _get(spec, "source", entry, str), _get(spec, "sha256", entry, str, "")))
+        upstreams[name] = Upstream(
+            name=name, url=url, commit=commit, tree=_get(table, "tree", where, str, ""),
+            result_tree=_strings(_get(table, "result_tree", where, dict, {}), f"{where} result_tree"),
+            patches=_strings(_get(table, "patches", where, dict, {}), f"{where} patches"), overlay=overlay)
+    default = _get(data, "default_profile", str(path), str, profiles[0] if profiles else "")
     lock = Lock(path=path, default_profile=default, profiles=profiles, upstreams=upstreams)
     lock.check_profile(default)
     return lock

@@ -3,6 +3,7 @@ import difflib
 import hashlib
 import os
 import posixpath
+import re
 from pathlib import Path
 
 from unidiff import PatchSet
@@ -26,10 +27,63 @@ def check_relative_path(path: str, what: str):
         problem = "contains a backslash"
     elif ".." in path.split("/"):
         problem = "contains '..'"
-    elif ".git" in path.split("/"):
+    elif any(_is_dot_git(part) for part in path.split("/")):
         problem = "reaches into .git"
     if problem:
         raise HyperrestartError(f"{what}: path {path!r} {problem}; refusing it (paths must stay inside the upstream tree)")
+
+
+def _is_dot_git(part):
+    """.git as git itself refuses it (verify_path): in any case, and as NTFS reads `.git.`, `.git ` or `git~1`."""
+    folded = part.lower().rstrip(". ")
+    return folded in (".git", "git~1")
+
+
+# File modes, read as git reads them (octal; the type is in the S_IFMT bits). Patches may only carry regular files.
+S_IFMT, S_IFLNK, S_IFGITLINK = 0o170000, 0o120000, 0o160000
+REGULAR_MODES = (0o100644, 0o100755)
+MODE_HEADERS = ("old mode", "new mode", "deleted file mode", "new file mode")
+PATH_HEADERS = ("rename from", "rename to", "copy from", "copy to")
+_OCTAL = re.compile(r"\s*([0-7]+)(?:\s|$)")
+
+
+def check_mode(text, where):
+    """Refuse a mode (a header's value, as git parses it: optional blanks, octal digits, then a blank or the end)
+    that is not a regular file's: symlinks, submodules, anything else."""
+    match = _OCTAL.match(text)
+    mode = int(match[1], 8) if match else None
+    if mode is not None and mode & S_IFMT == S_IFLNK:
+        raise HyperrestartError(f"{where}: mode {text.strip()!r} is a symlink; patches that create or change "
+                                f"symlinks are refused")
+    if mode is not None and mode & S_IFMT == S_IFGITLINK:
+        raise HyperrestartError(f"{where}: mode {text.strip()!r} is a submodule (gitlink); refused")
+    if mode not in REGULAR_MODES:
+        raise HyperrestartError(f"{where}: mode {text.strip()!r} is not a regular file mode (100644 or 100755); "
+                                f"refused")
+
+
+def _check_headers(name, text):
+    """The extended header lines of every file diff: modes (including the one on `index` lines) and rename/copy
+    paths. Lines before the first `diff --git` (the message) and inside hunks are content, not headers."""
+    in_header = False
+    for lineno, line in enumerate(text.splitlines(), 1):
+        where = f"{name}:{lineno}"
+        if line.startswith("diff --git "):
+            in_header = True
+        elif line.startswith(("--- ", "+++ ", "@@ ")):
+            in_header = False
+        elif in_header:
+            keyword = next((k for k in MODE_HEADERS if line.startswith(k + " ")), None)
+            if keyword:
+                check_mode(line[len(keyword):], where)
+            elif line.startswith("index "):
+                _, _, mode = line[len("index "):].partition(" ")
+                if mode:
+                    check_mode(mode, where)
+            else:
+                keyword = next((k for k in PATH_HEADERS if line.startswith(k + " ")), None)
+                if keyword:
+                    check_relative_path(line[len(keyword) + 1:], where)
 
 
 def _strip_prefix(path):
@@ -39,14 +93,13 @@ def _strip_prefix(path):
 
 
 def parse_patch(path) -> PatchSet:
-    """Parse a patch with unidiff and refuse unsafe content: bad paths, binary diffs, symlinks."""
+    """Parse a patch with unidiff and refuse unsafe content: bad paths, binary diffs, any mode but a regular file's."""
     path = Path(path)
     text = path.read_text(encoding="utf-8", errors="strict")
     for lineno, line in enumerate(text.splitlines(), 1):
         if line.startswith("GIT binary patch") or (line.startswith("Binary files ") and line.endswith(" differ")):
             raise HyperrestartError(f"{path.name}:{lineno}: binary patches are refused (ship the file in overlay/)")
-        if line.startswith(("new file mode 120000", "new mode 120000", "deleted file mode 120000")):
-            raise HyperrestartError(f"{path.name}:{lineno}: patches that create or change symlinks are refused")
+    _check_headers(path.name, text)
     try:
         patch = PatchSet(text)
     except UnidiffParseError as exc:

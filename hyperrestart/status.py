@@ -1,7 +1,7 @@
 """`status`: what is materialised where, against what vendor.lock says."""
 from pathlib import Path
 
-from .materialize import local_changes, read_state
+from .materialize import BACKUP_DIR, local_changes, outside_the_tree, read_state
 
 
 def status(lock, names, dest: Path) -> int:
@@ -35,6 +35,12 @@ def status(lock, names, dest: Path) -> int:
                 print(f"    {change}")
         else:
             print("  local modifications: none")
+        outside = outside_the_tree(tree, state)
+        if outside:
+            print(f"  not in the tree ({len(outside)}; a rebuild refuses to lose them, --force moves the old tree to "
+                  f"{dest / BACKUP_DIR}/):")
+            for item in outside:
+                print(f"    {item}")
         if stale:
             all_good = False
             print("  STALE: vendor.lock or the series changed; run `python bootstrap.py` to update")

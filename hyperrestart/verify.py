@@ -8,7 +8,7 @@ from .errors import HyperrestartError
 from .lockfile import OverlayFile
 from .paths import OVERLAY_DIR, PATCHES_DIR, PROJECT_ROOT
 from .series import read_series
-from .sources import ensure_commit
+from .sources import cached_commit
 
 
 def build_in_scratch(cache, inputs, log=print) -> str:
@@ -26,27 +26,33 @@ def check(lock, names, profiles, *, overrides=None, bundles=None, offline=False,
             if path.exists():  # a missing file is reported by collect_inputs below
                 problems += patchcheck.dep3_problems(path)
         try:
-            cache = ensure_commit(upstream, overrides=overrides, bundles=bundles, offline=offline, log=log)
+            with cached_commit(upstream, overrides=overrides, bundles=bundles, offline=offline, log=log) as cache:
+                problems += check_profiles(lock, upstream, cache, profiles, log)
+        except HyperrestartError as exc:  # the commit cannot be had, or a patch is refused outright
+            problems.append(str(exc))
+    return problems
+
+
+def check_profiles(lock, upstream, cache, profiles, log) -> list:
+    """Problems of building each profile of one upstream from its cached commit."""
+    problems, name = [], upstream.name
+    for profile in profiles:
+        try:
+            inputs = collect_inputs(lock, upstream, profile)
         except HyperrestartError as exc:
             problems.append(str(exc))
+            # still try to apply, so a stale patch is named with its hunk too
+            inputs = collect_inputs(lock, upstream, profile, verify_hashes=False)
+        try:
+            result = build_in_scratch(cache, inputs, log=log)
+        except PatchApplyError as exc:
+            problems.append(str(exc))
             continue
-        for profile in profiles:
-            try:
-                inputs = collect_inputs(lock, upstream, profile)
-            except HyperrestartError as exc:
-                problems.append(str(exc))
-                # still try to apply, so a stale patch is named with its hunk too
-                inputs = collect_inputs(lock, upstream, profile, verify_hashes=False)
-            try:
-                result = build_in_scratch(cache, inputs, log=log)
-            except PatchApplyError as exc:
-                problems.append(str(exc))
-                continue
-            expected = upstream.result_tree.get(profile)
-            if result != expected:
-                problems.append(f"{name} ({profile}): tree {result} != vendor.lock result_tree {expected or '(none)'}")
-            else:
-                log(f"{name} ({profile}): OK, tree {result[:12]} = vendor.lock")
+        expected = upstream.result_tree.get(profile)
+        if result != expected:
+            problems.append(f"{name} ({profile}): tree {result} != vendor.lock result_tree {expected or '(none)'}")
+        else:
+            log(f"{name} ({profile}): OK, tree {result[:12]} = vendor.lock")
     return problems
 
 
@@ -84,12 +90,13 @@ def relock(lock, names, *, overrides=None, bundles=None, offline=False, log=prin
                 raise HyperrestartError(f"{item.source}: overlay source of {item.dest} is missing")
             item.sha256 = patchcheck.sha256_file(path)
         upstream.tree = ""  # re-derived from the commit below
-        cache = ensure_commit(upstream, overrides=overrides, bundles=bundles, offline=offline, log=log)
-        upstream.tree = gitops.tree_of(cache, upstream.commit)
-        upstream.result_tree = {}
-        for profile in lock.profiles:
-            inputs = collect_inputs(lock, upstream, profile)
-            upstream.result_tree[profile] = build_in_scratch(cache, inputs, log=log)
-            log(f"{name} ({profile}): result tree {upstream.result_tree[profile]}")
+        with cached_commit(upstream, overrides=overrides, bundles=bundles, offline=offline, record_tree=True,
+                           log=log) as cache:
+            upstream.tree = gitops.tree_of(cache, upstream.commit)
+            upstream.result_tree = {}
+            for profile in lock.profiles:
+                inputs = collect_inputs(lock, upstream, profile)
+                upstream.result_tree[profile] = build_in_scratch(cache, inputs, log=log)
+                log(f"{name} ({profile}): result tree {upstream.result_tree[profile]}")
     lockfile.save(lock)
     log(f"wrote {lock.path}")

@@ -76,3 +76,38 @@ def test_symlink_escape_is_refused(tmp_path):
     (tmp_path / "tree" / "link").symlink_to(tmp_path)
     with pytest.raises(HyperrestartError, match="outside the upstream tree"):
         patchcheck.check_inside_tree(tmp_path / "tree", "link/evil.py", "t")
+
+
+def _modify_patch(index_line):
+    return (f"Subject: x\n\n---\ndiff --git a/f.py b/f.py\n{index_line}\n--- a/f.py\n+++ b/f.py\n"
+            "@@ -1 +1 @@\n-a\n+b\n")
+
+
+@pytest.mark.parametrize("index_line, refused", [
+    ("index 1111111..2222222 100644", None), ("index 1111111..2222222 100755", None), ("index 1111111..2222222", None),
+    ("index 1111111..2222222 120000", "symlink"), ("index 1111111..2222222 0120000", "symlink"),
+    ("index 1111111..2222222 160000", "submodule"), ("index 1111111..2222222 040000", "not a regular file mode"),
+])
+def test_the_mode_on_an_index_line_is_checked_as_git_reads_it(tmp_path, index_line, refused):
+    path = tmp_path / "p.patch"
+    path.write_text(_modify_patch(index_line))
+    if refused is None:
+        patchcheck.parse_patch(path)
+    else:
+        with pytest.raises(HyperrestartError, match=refused):
+            patchcheck.parse_patch(path)
+
+
+def test_mode_words_in_the_message_or_in_content_are_not_headers(tmp_path):
+    path = tmp_path / "p.patch"
+    path.write_text("Subject: x\n\nnew mode 120000 is mentioned in prose\n---\ndiff --git a/f.py b/f.py\n"
+                    "--- a/f.py\n+++ b/f.py\n@@ -1 +1 @@\n-new mode 120000\n+new file mode 120000\n")
+    patchcheck.parse_patch(path)
+
+
+def test_rename_paths_are_checked(tmp_path):
+    path = tmp_path / "p.patch"
+    path.write_text("Subject: x\n\n---\ndiff --git a/f.py b/f.py\nsimilarity index 100%\nrename from f.py\n"
+                    "rename to ../../outside.py\n")
+    with pytest.raises(HyperrestartError, match="contains '..'"):
+        patchcheck.parse_patch(path)

@@ -46,6 +46,7 @@ class FakeProject:
         git(self.upstream, "init", "-q", "-b", "main")
         write(self.upstream / "pkg" / "trainer.py", TRAINER)
         write(self.upstream / "README.md", "# fake upstream\n\nhello\n")
+        write(self.upstream / ".gitignore", "output/\nwandb/\n__pycache__/\n")  # as the real upstreams ignore outputs
         git(self.upstream, "add", "-A")
         git(self.upstream, "commit", "-q", "-m", "initial")
         self.commit = git(self.upstream, "rev-parse", "HEAD")
@@ -107,4 +108,16 @@ class FakeProject:
 
     def lock_text(self):
         return (self.root / "vendor.lock").read_text()
+
+    def set_lock(self, old, new):
+        """Replace text in vendor.lock (e.g. point the URL somewhere else)."""
+        text = self.lock_text()
+        assert old in text, old
+        (self.root / "vendor.lock").write_text(text.replace(old, new))
+
+    def add_patch(self, name, text):
+        """Append a raw patch file to the series (no re-lock)."""
+        write(self.root / "patches" / "fake" / name, text)
+        with open(self.root / "patches" / "fake" / "series", "a") as series:
+            series.write(name + "\n")
 

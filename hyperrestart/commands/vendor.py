@@ -7,6 +7,7 @@ from ..errors import HyperrestartError
 from ..paths import DEFAULT_DEST, LOCK_FILE
 
 VERBS = ("materialise", "check", "status", "drift", "pack", "export", "lock")
+BOOTSTRAP_MODULES = ("vendor", "env")  # the command modules bootstrap.py offers: these verbs, plus `env`
 
 
 def _load(args):
