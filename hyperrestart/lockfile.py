@@ -57,7 +57,7 @@ class Lock:
 
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # an upstream name is used as a folder name: DEST/NAME, cache
-_TYPES = {str: "a string", dict: "a table", list: "an array", int: "an integer"}
+_TYPES = {str: "a string", dict: "a table", list: "an array"}
 _TOML_TYPES = {str: "string", dict: "table", list: "array", int: "integer", float: "float", bool: "boolean"}
 
 
