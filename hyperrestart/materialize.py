@@ -1,6 +1,5 @@
 """Materialising upstream trees in a destination: idempotent, atomic, and never losing a user's local edits."""
 import datetime
-import fcntl
 import json
 import os
 import shutil
@@ -10,6 +9,7 @@ from pathlib import Path
 from . import gitops, patchcheck
 from .build import BASE_TAG, PATCHED_TAG, build_tree, collect_inputs
 from .errors import BusyError, HyperrestartError, LocalChangesError
+from .locks import FileLock
 from .sources import cached_commit
 
 STATE_FILE = "hyperrestart-state.json"  # kept inside .git: not part of the tree
@@ -20,32 +20,24 @@ REGENERABLE_DIR = "__pycache__"
 OWN_REFS = {"refs/heads/hyperrestart", f"refs/tags/{BASE_TAG}", f"refs/tags/{PATCHED_TAG}"}  # made by build_tree
 
 
-class DestinationLock:
+class DestinationLock(FileLock):
     """An exclusive flock on DEST/.hyperrestart.lock: one bootstrap per destination at a time."""
 
     def __init__(self, dest: Path):
-        self.path = Path(dest) / ".hyperrestart.lock"
-        self.handle = None
+        super().__init__(Path(dest) / ".hyperrestart.lock")
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "a+")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        self._open()
+        if not self.try_exclusive():
             self.handle.seek(0)
             holder = self.handle.read().strip() or "unknown"
             self.handle.close()
-            raise BusyError(f"another hyperrestart run holds {self.path} (pid {holder}); wait for it to finish") from None
+            raise BusyError(f"another hyperrestart run holds {self.path} (pid {holder}); wait for it to finish")
         self.handle.seek(0)
         self.handle.truncate()
         self.handle.write(str(os.getpid()))
         self.handle.flush()
         return self
-
-    def __exit__(self, *exc):
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
 
 
 def state_path(tree: Path) -> Path:

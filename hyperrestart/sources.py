@@ -1,5 +1,4 @@
 """Getting a pinned upstream commit into the local object cache: from a mirror, a bundle, an override or its URL."""
-import fcntl
 import os
 import shutil
 import tempfile
@@ -9,6 +8,7 @@ from pathlib import Path
 
 from . import gitops
 from .errors import HyperrestartError
+from .locks import FileLock
 from .paths import cache_dir
 
 MIRROR_ENV = "HYPERRESTART_MIRROR"
@@ -108,32 +108,21 @@ def cache_repo(name) -> Path:
     return path
 
 
-class CacheLock:
+class CacheLock(FileLock):
     """flock on CACHE/git/NAME.lock: exclusive while the cache changes, shared (share()) while it is read, so two
     runs, into the same or different destinations, never fetch into it at the same time."""
 
     def __init__(self, name, log=None):
-        self.path = cache_dir() / "git" / f"{name}.lock"
+        super().__init__(cache_dir() / "git" / f"{name}.lock")
         self.log = log
-        self.handle = None
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "a+")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        self._open()
+        if not self.try_exclusive():
             if self.log:
                 self.log(f"waiting for another hyperrestart run that uses the git cache ({self.path})")
-            fcntl.flock(self.handle, fcntl.LOCK_EX)
+            self.wait_exclusive()
         return self
-
-    def share(self):
-        fcntl.flock(self.handle, fcntl.LOCK_SH)
-
-    def __exit__(self, *exc):
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
 
 
 def pinned_ref(commit):

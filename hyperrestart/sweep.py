@@ -28,10 +28,8 @@ Every run gets its own directory OUTPUT_ROOT/<run name> (also the trainer's outp
 fingerprint (runner, config, overrides), so relaunching a sweep skips finished runs and refuses to mix a changed spec
 into an old directory.
 """
-import contextlib
 import dataclasses
 import difflib
-import fcntl
 import hashlib
 import itertools
 import json
@@ -44,6 +42,7 @@ import time
 from pathlib import Path
 
 from .errors import HyperrestartError
+from .locks import FileLock
 from .paths import PROJECT_ROOT
 from .p3.synthetic import TINY_SETTINGS
 
@@ -600,17 +599,18 @@ def _write_json_atomic(path, content):
     os.replace(tmp, path)
 
 
-@contextlib.contextmanager
-def _run_lock(run_dir):
-    handle = open(Path(run_dir) / ".sweep.lock", "w")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise HyperrestartError(f"{run_dir} is being run by another process right now; wait for it") from None
-        yield
-    finally:
-        handle.close()
+class RunLock(FileLock):
+    """An exclusive flock on RUN_DIR/.sweep.lock: one process runs a sweep run at a time; a second is refused."""
+
+    def __init__(self, run_dir):
+        super().__init__(Path(run_dir) / ".sweep.lock")
+
+    def __enter__(self):
+        self._open()
+        if not self.try_exclusive():
+            self.handle.close()
+            raise HyperrestartError(f"{self.path.parent} is being run by another process right now; wait for it")
+        return self
 
 
 def execute(job, quiet=False):
@@ -621,7 +621,7 @@ def execute(job, quiet=False):
         return "skipped"
     run_dir = Path(job.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with _run_lock(run_dir):
+    with RunLock(run_dir):
         command = job.command(continuation_args(job))
         RUNNERS[job.runner].prepare(job.run.config, job.overrides(), run_dir)
         info = {"sweep": job.sweep_name, "runner": job.runner, "index": job.run.index, "name": job.run.name,
