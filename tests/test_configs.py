@@ -3,11 +3,11 @@ import json
 
 import pytest
 
-from hyperrestart import runner
-from hyperrestart.envs import python_for
-from hyperrestart.errors import HyperrestartError
-from hyperrestart.paths import CONFIGS_DIR, DEFAULT_DEST
-from hyperrestart.scheduler import SCHEDULER_NAMES, check_alignment
+from hyperrestart.upstream import runner
+from hyperrestart.upstream.envs import python_for
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.paths import CONFIGS_DIR, DEFAULT_DEST
+from hyperrestart.upstream.scheduler import SCHEDULER_NAMES, check_alignment
 
 # transformers' names as the upstreams' arg_to_scheduler knows them (plus constant_w_warmup)
 UPSTREAM_SCHEDULERS = {"linear", "cosine", "cosine_w_restarts", "polynomial", "constant", "constant_w_warmup"}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hyperrestart.cli import main as cli_main
-from hyperrestart.errors import HyperrestartError
+from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.p3 import prepare as prep
 from hyperrestart.p3.synthetic import SYNTHETIC_TASKS, synthetic_examples, write_synthetic_p3
 from hyperrestart.p3.tasks import dataset_of, load_task_list, paper_tasks

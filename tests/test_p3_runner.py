@@ -18,7 +18,7 @@ from hyperrestart.cli import main as cli_main
 from hyperrestart.p3.metrics import rouge_l, runner_module
 from hyperrestart.p3.prepare import prepare
 from hyperrestart.p3.synthetic import SYNTHETIC_TASKS, tiny_t5_dir, write_synthetic_p3
-from hyperrestart.paths import CONFIGS_DIR, DEFAULT_DEST, OVERLAY_DIR
+from hyperrestart.core.paths import CONFIGS_DIR, DEFAULT_DEST, OVERLAY_DIR
 
 RUNNER = OVERLAY_DIR / "hyperdecoders" / "hyperdecoder" / "p3_trainer.py"
 TREE = DEFAULT_DEST / "hyperdecoders" / "hyperdecoder"
@@ -208,7 +208,7 @@ def test_optimizer_pairing_and_config_files():
     assert runner.parse_args(base + ["--lr_scheduler", "constant", "--paper-optimizer-pairing"]).optimizer == "adafactor"
     assert runner.parse_args(base + ["--lr_scheduler", "consine_annealing_restart",
                                      "--paper_optimizer_pairing"]).optimizer == "adamw"
-    from hyperrestart.scheduler import check_alignment
+    from hyperrestart.upstream.scheduler import check_alignment
     configs = sorted((CONFIGS_DIR / "p3").glob("*.json"))
     assert len([c for c in configs if c.name.startswith("table2_")]) == 4
     for path in configs:

@@ -11,7 +11,7 @@ import pytest
 from hyperrestart.cli import main as cli_main
 from hyperrestart.p3.synthetic import (TINY_RULES, TINY_SETTINGS, TINY_WORDS, tiny_examples, tiny_p3_data,
                                        tiny_t5_dir)
-from hyperrestart.paths import PROJECT_ROOT
+from hyperrestart.core.paths import PROJECT_ROOT
 
 
 def test_tiny_examples_are_deterministic_and_follow_their_rule():

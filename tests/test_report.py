@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from hyperrestart import report
+from hyperrestart.report import build as report
 from hyperrestart.cli import main as cli_main
-from hyperrestart.errors import HyperrestartError
+from hyperrestart.core.errors import HyperrestartError
 
 COMPARE = {"compare": {"axis": "schedule", "baseline": "no_restart"}, "seed_axis": "seed"}
 
@@ -178,8 +178,8 @@ def test_published_numbers_match_paper_facts():
 def test_every_sweep_arm_maps_to_its_paper_row(spec, table):
     """The shipped sweep specs' arm names are the ones published.json maps to the paper's rows (table 1 also runs
     adapters, which the paper's Table 1 does not quote)."""
-    from hyperrestart.paths import PROJECT_ROOT
-    from hyperrestart.sweep import parse_spec
+    from hyperrestart.core.paths import PROJECT_ROOT
+    from hyperrestart.sweep.spec import parse_spec
     arms = {run.arm for run in parse_spec(PROJECT_ROOT / "sweeps" / f"{spec}.yaml").runs}
     mapped = {arm for row in report.load_published(table)["rows"] for arm in row["arms"]}
     assert {arm for arm in arms if not arm.startswith("adapter")} <= mapped

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from hyperrestart import cli, envs, runner
+from hyperrestart import cli
+from hyperrestart.upstream import envs, runner
 from hyperrestart.commands import run as run_cmd
-from hyperrestart.errors import HyperrestartError
-from hyperrestart.paths import CONFIGS_DIR, DEFAULT_DEST, PROJECT_ROOT
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.paths import CONFIGS_DIR, DEFAULT_DEST, PROJECT_ROOT
 
 RESTART = CONFIGS_DIR / "hyperdecoders" / "glue_restart.json"
 
@@ -109,8 +110,8 @@ def test_default_output_dirs_are_unique_within_a_second(tmp_path, monkeypatch):
 
 
 def _fake_tiny(tmp_path, monkeypatch):
-    monkeypatch.setattr("hyperrestart.tiny.tiny_model_dir", lambda *a, **k: tmp_path / "model")
-    monkeypatch.setattr("hyperrestart.tiny.tiny_data_dir", lambda *a, **k: tmp_path / f"data-mrqa{k.get('mrqa')}")
+    monkeypatch.setattr("hyperrestart.upstream.tiny.tiny_model_dir", lambda *a, **k: tmp_path / "model")
+    monkeypatch.setattr("hyperrestart.upstream.tiny.tiny_data_dir", lambda *a, **k: tmp_path / f"data-mrqa{k.get('mrqa')}")
 
 
 def test_tiny_uses_the_tiny_model_and_data_and_set_still_wins(tmp_path, monkeypatch):
@@ -269,7 +270,7 @@ LOGGED_SGDR = [3e-4, 1.505e-4, 3e-4, 2.562e-4, 1.505e-4, 4.479e-5, 3e-4, 2.886e-
 
 
 def test_lr_trace_csv_equals_plot_lr_schedule_step_by_step(tmp_path, capsys):
-    from hyperrestart.scheduler import lr_schedule
+    from hyperrestart.upstream.scheduler import lr_schedule
     config = json.loads(RESTART.read_text())
     state = {"global_step": 16, "log_history": [{"step": k, "learning_rate": lr, "loss": 1.0}
                                                 for k, lr in enumerate(LOGGED_SGDR, start=1)] + [{"eval_loss": 2}]}
@@ -462,7 +463,7 @@ def test_command_and_environment(tmp_path):
 
 
 def _cycle_starts(config, steps):
-    from hyperrestart.scheduler import cycle_end_steps, restart_settings
+    from hyperrestart.upstream.scheduler import cycle_end_steps, restart_settings
     t_0, t_mult, _, warmup = restart_settings(config)
     return [end + 1 for end in cycle_end_steps(t_0, t_mult, warmup, up_to=steps) if end + 1 <= steps]
 
@@ -470,7 +471,7 @@ def _cycle_starts(config, steps):
 @pytest.mark.parametrize("settings", [{}, {"restart_t0": 3}, {"restart_t0": 2, "restart_t_mult": 1},
                                       {"restart_warmup_steps": 3}, {"restart_warmup_steps": 5, "restart_t0": 4}])
 def test_restart_detection_finds_the_cycle_starts(settings):
-    from hyperrestart.scheduler import lr_schedule
+    from hyperrestart.upstream.scheduler import lr_schedule
     config = dict(json.loads(RESTART.read_text()), **settings)
     trace = list(enumerate(lr_schedule(config, 40), start=1))
     assert runner.restart_steps(trace) == _cycle_starts(config, 40)
@@ -480,7 +481,7 @@ def test_restart_detection_finds_the_cycle_starts(settings):
 @pytest.mark.parametrize("name", ["constant", "linear", "cosine", "polynomial", "constant_w_warmup"])
 @pytest.mark.parametrize("warmup", [0, 4])
 def test_no_restarts_without_the_restart_scheduler_and_initial_lr_matches(name, warmup):
-    from hyperrestart.scheduler import lr_schedule
+    from hyperrestart.upstream.scheduler import lr_schedule
     config = {"lr_scheduler": name, "learning_rate": 3e-4, "warmup_steps": warmup}
     lrs = lr_schedule(config, 40)
     assert runner.restart_steps(list(enumerate(lrs, start=1))) == []
@@ -553,7 +554,7 @@ def _run_tiny(config, out, *extra):
 @pytest.mark.slow  # a real 16-step training run with evaluation: a minute or more per upstream on a busy CPU
 @pytest.mark.parametrize("config", ["hyperdecoders/glue_restart.json", "hyperformer/hyperformer_restart.json"])
 def test_tiny_restart_run_end_to_end(config, tmp_path):
-    from hyperrestart.scheduler import lr_schedule
+    from hyperrestart.upstream.scheduler import lr_schedule
     _real_or_skip(config.split("/")[0])
     out = tmp_path / "run"
     printed = _run_tiny(config, out)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
 
-from hyperrestart import scheduler as rs
+from hyperrestart.upstream import scheduler as rs
 
 BASE_LR = 3e-4
 

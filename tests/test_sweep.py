@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from hyperrestart import sweep as sweeps
+from hyperrestart.sweep import spec as sweeps
 from hyperrestart.cli import main as cli_main
-from hyperrestart.errors import HyperrestartError
+from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.p3.synthetic import TINY_SETTINGS
-from hyperrestart.paths import PROJECT_ROOT
+from hyperrestart.core.paths import PROJECT_ROOT
 
 SMOKE = PROJECT_ROOT / "sweeps" / "smoke_p3.yaml"
 BASE = "configs/p3/table2_t5_restart.json"
@@ -248,9 +248,9 @@ def test_recorded_upstream_arguments_cover_every_released_config():
 @pytest.mark.slow
 def test_recorded_upstream_arguments_equal_the_live_argument_classes(tmp_path):
     """upstream_arguments.json = the fields the materialised trees' dataclasses have in their envs (half a minute)."""
-    from hyperrestart import runner
-    from hyperrestart.envs import python_for
-    from hyperrestart.paths import DEFAULT_DEST
+    from hyperrestart.upstream import runner
+    from hyperrestart.upstream.envs import python_for
+    from hyperrestart.core.paths import DEFAULT_DEST
     recorded = sweeps.recorded_upstream_arguments()
     for name in ("hyperdecoders", "hyperformer"):
         try:
@@ -259,7 +259,7 @@ def test_recorded_upstream_arguments_equal_the_live_argument_classes(tmp_path):
                                               python).kinds)
         except HyperrestartError as exc:
             pytest.skip(f"{name}: {exc}")
-        assert recorded[name] == live, (f"{name}: re-record with hyperrestart.sweep.record_upstream_arguments(); "
+        assert recorded[name] == live, (f"{name}: re-record with hyperrestart.sweep.spec.record_upstream_arguments(); "
                                         f"missing {sorted(live - recorded[name])}, gone {sorted(recorded[name] - live)}")
 
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from hyperrestart import tiny
+from hyperrestart.upstream import tiny
 
 
 @pytest.fixture(scope="session")
@@ -179,9 +179,9 @@ for split in ("train", "validation", "test"):
 @pytest.mark.slow  # imports the upstream's stack in its env and tokenizes every question (~40 s on a busy CPU)
 def test_mrqa_loads_through_the_hyperdecoders_loader(model_dir, data_dir, tmp_path):
     import subprocess
-    from hyperrestart import envs, runner
-    from hyperrestart.errors import HyperrestartError
-    from hyperrestart.paths import DEFAULT_DEST
+    from hyperrestart.upstream import envs, runner
+    from hyperrestart.core.errors import HyperrestartError
+    from hyperrestart.core.paths import DEFAULT_DEST
     upstream = runner.UPSTREAMS["hyperdecoders"]
     try:
         tree, python = runner.tree_dir(upstream), envs.python_for("hyperdecoders")

@@ -111,7 +111,7 @@ def _logged_lrs(out_dir):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from hyperrestart.tiny import tiny_glue_dir, tiny_model_dir
+    from hyperrestart.upstream.tiny import tiny_glue_dir, tiny_model_dir
     cache = tmp_path_factory.mktemp("tiny")
     return tiny_model_dir(cache), tiny_glue_dir(cache, tasks=TASKS)
 

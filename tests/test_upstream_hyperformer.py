@@ -44,10 +44,10 @@ def hyperformer_python():
             return None, f"HYPERRESTART_HYPERFORMER_PYTHON={explicit} does not exist"
         return explicit, None
     try:
-        from hyperrestart import envs
-        from hyperrestart.errors import HyperrestartError
+        from hyperrestart.upstream import envs
+        from hyperrestart.core.errors import HyperrestartError
     except ImportError as exc:
-        return None, f"hyperrestart.envs is not importable ({exc}); set HYPERRESTART_HYPERFORMER_PYTHON"
+        return None, f"hyperrestart.upstream.envs is not importable ({exc}); set HYPERRESTART_HYPERFORMER_PYTHON"
     try:
         return str(envs.python_for("hyperformer")), None
     except HyperrestartError as exc:
@@ -87,7 +87,7 @@ def eq5(step, eta_max=3e-4, eta_min=1e-6, t_0=1, t_mult=2, warmup=0):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from hyperrestart.tiny import tiny_glue_dir, tiny_model_dir
+    from hyperrestart.upstream.tiny import tiny_glue_dir, tiny_model_dir
     root = tmp_path_factory.mktemp("hyperformer")
     python, _ = hyperformer_python()
     model = tiny_model_dir()  # saved without added_tokens.json, so transformers 3.5.1 reads its tokenizer

@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from upstream_support import ROOT
-from hyperrestart import gitops, lockfile
-from hyperrestart.paths import LOCK_FILE
-from hyperrestart.scheduler import SCHEDULER_NAMES
+from hyperrestart.vendor import gitops, lockfile
+from hyperrestart.core.paths import LOCK_FILE
+from hyperrestart.upstream.scheduler import SCHEDULER_NAMES
 
 TRAINERS = {"hyperdecoders": "hyperdecoder", "hyperformer": "hyperformer"}
 
@@ -42,8 +42,8 @@ IMPORTS = {"hyperdecoders": ("hyperdecoder", "third_party.trainers.t5_trainer"),
 
 
 def _upstream_python(name):
-    from hyperrestart.envs import python_for
-    from hyperrestart.errors import HyperrestartError
+    from hyperrestart.upstream.envs import python_for
+    from hyperrestart.core.errors import HyperrestartError
     try:
         return str(python_for(name))
     except HyperrestartError as exc:

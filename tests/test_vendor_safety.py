@@ -12,8 +12,8 @@ import pytest
 
 from vendor_fixtures import BOOTSTRAP, git, write
 
-from hyperrestart import lockfile, patchcheck
-from hyperrestart.errors import HyperrestartError
+from hyperrestart.vendor import lockfile, patchcheck
+from hyperrestart.core.errors import HyperrestartError
 
 
 def backups(project):

@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import HyperrestartError
-from ..paths import CONFIGS_DIR, DEFAULT_DEST, OVERLAY_DIR, PROJECT_ROOT
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.paths import CONFIGS_DIR, DEFAULT_DEST, OVERLAY_DIR, PROJECT_ROOT
 
 RUNNER = OVERLAY_DIR / "hyperdecoders" / "hyperdecoder" / "p3_trainer.py"
 
@@ -64,7 +64,7 @@ def resolve_config(name):
 def apply_tiny(args):
     """--tiny: fill the config, data, model and output folder the user did not give (generating the tiny files once);
     returns the runner flags of TINY_SETTINGS (they go before the user's runner arguments, which win)."""
-    from ..p3.synthetic import TINY_SETTINGS, tiny_p3_data, tiny_t5_dir
+    from hyperrestart.p3.synthetic import TINY_SETTINGS, tiny_p3_data, tiny_t5_dir
 
     args.config = args.config or "table2_t5_restart"
     args.data_dir = args.data_dir or str(tiny_p3_data())
@@ -118,8 +118,8 @@ def run(args):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     if args.tiny:
-        from ..p3.synthetic import TINY_THREADS
-        from .run import OFFLINE_ENV
+        from hyperrestart.p3.synthetic import TINY_THREADS
+        from hyperrestart.commands.run import OFFLINE_ENV
 
         env.update(OFFLINE_ENV)
         env.setdefault("OMP_NUM_THREADS", TINY_THREADS)
@@ -133,7 +133,7 @@ def run(args):
 
 def print_outputs(output_dir):
     """Where a run's outputs are, and its last Rouge-L."""
-    from ..p3.metrics import summarize
+    from hyperrestart.p3.metrics import summarize
 
     lines = [f"output dir:   {output_dir}", f"train log:    {output_dir / 'train_log.csv'} (loss and lr per step)"]
     try:

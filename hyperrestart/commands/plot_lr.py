@@ -2,9 +2,9 @@
 restart run stops at a cycle end."""
 from pathlib import Path
 
-from .. import runner
-from ..errors import HyperrestartError
-from ..paths import PROJECT_ROOT
+from hyperrestart.upstream import runner
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.paths import PROJECT_ROOT
 
 MAX_MARKED_CYCLES = 200
 # The keys plot-lr reads, with the JSON kinds --set takes for them (as `run` checks against the upstream's types).
@@ -15,7 +15,7 @@ PLOTS_DIR = PROJECT_ROOT / "runs" / "plots"
 
 def alignment_text(config, max_steps):
     """One line: whether the run ends at a cycle end, and the nearest aligned values otherwise."""
-    from ..scheduler import SCHEDULER_NAMES, cycle_end_steps, nearest_aligned_steps, restart_settings
+    from hyperrestart.upstream.scheduler import SCHEDULER_NAMES, cycle_end_steps, nearest_aligned_steps, restart_settings
     name = config.get("lr_scheduler", "linear")
     if name not in SCHEDULER_NAMES:
         return f"lr_scheduler={name} has no restart cycles; nothing to align."
@@ -34,7 +34,7 @@ def plot(lrs, config, max_steps, out: Path, x_scale="auto", title=None):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from ..scheduler import SCHEDULER_NAMES, cycle_end_steps, restart_settings
+    from hyperrestart.upstream.scheduler import SCHEDULER_NAMES, cycle_end_steps, restart_settings
 
     steps = range(1, len(lrs) + 1)
     fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
@@ -65,7 +65,7 @@ def cmd_plot_lr(args):
     if not isinstance(max_steps, int) or max_steps < 1:
         raise HyperrestartError(f"{args.config}: max_steps is {max_steps!r}; give a positive integer "
                                 f"(--max-steps N or --set max_steps=N)")
-    from ..scheduler import lr_schedule
+    from hyperrestart.upstream.scheduler import lr_schedule
     lrs = lr_schedule(config, max_steps)
     out = Path(args.out) if args.out else PLOTS_DIR / f"{Path(args.config).stem}.png"
     plot(lrs, config, max_steps, out, args.x_scale, title=f"{Path(args.config).name}: "

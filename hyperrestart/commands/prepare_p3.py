@@ -31,7 +31,7 @@ def register(subparsers):
 
 
 def run(args):
-    from ..p3.prepare import prepare
+    from hyperrestart.p3.prepare import prepare
 
     manifest = prepare(args.source, args.out, tasks_file=args.tasks, fmt=args.format,
                        cap_per_dataset=args.cap_per_dataset, cap_per_task=args.cap_per_task, holdout=args.holdout,

@@ -9,9 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from .. import runner
-from ..errors import HyperrestartError
-from ..paths import PROJECT_ROOT
+from hyperrestart.upstream import runner
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.paths import PROJECT_ROOT
 
 # --tiny: the generated tiny T5 and GLUE/MRQA data, 16 steps with a log line per step; every value can still be --set.
 TINY_SETTINGS = {
@@ -47,7 +47,7 @@ class Resolved:
 
 def tiny_overrides(upstream, config):
     """The settings --tiny applies (config: the config with --set applied, so --set can pick the tasks)."""
-    from ..tiny import GLUE_SCHEMA, tiny_data_dir, tiny_model_dir
+    from hyperrestart.upstream.tiny import GLUE_SCHEMA, tiny_data_dir, tiny_model_dir
     mrqa = TINY_MRQA_TASKS.get(upstream.name, ())
     tasks = list(dict.fromkeys(list(config.get("tasks") or []) + list(config.get("eval_tasks") or [])))
     supported = list(GLUE_SCHEMA) + list(mrqa)
@@ -174,7 +174,7 @@ def run_env(upstream, tree, config, output_dir, tiny):
     if config.get("data_dir"):
         env["HYPERRESTART_DATA_DIR"] = str(config["data_dir"])
     if tiny:
-        from ..p3.synthetic import TINY_THREADS
+        from hyperrestart.p3.synthetic import TINY_THREADS
         env.update(OFFLINE_ENV)
         env.setdefault("OMP_NUM_THREADS", TINY_THREADS)  # a tiny model gains nothing from threads that share 2 cores
         env["HF_HOME"] = str(output_dir / "hf-home")
@@ -282,7 +282,7 @@ def summarize(output_dir: Path, config, log_text=""):
 
 
 def cmd_run(args):
-    from ..envs import python_for
+    from hyperrestart.upstream.envs import python_for
     if args.resume and not args.output_dir:
         raise HyperrestartError("--resume needs --output-dir: the folder of the run to continue")
     upstream = runner.upstream_for_config(args.config, args.upstream)

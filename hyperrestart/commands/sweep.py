@@ -2,7 +2,7 @@
 import os
 import shlex
 
-from ..errors import HyperrestartError
+from hyperrestart.core.errors import HyperrestartError
 
 
 def register(subparsers):
@@ -41,7 +41,7 @@ def register(subparsers):
 
 
 def _print_list(sweep, jobs):
-    from ..sweep import completion, format_value
+    from hyperrestart.sweep.spec import completion, format_value
     print(f"# {sweep.name}: {len(sweep.runs)} runs, runner {sweep.runner}, base config "
           f"{os.path.relpath(sweep.config)}")
     for job in jobs:
@@ -53,7 +53,7 @@ def _print_list(sweep, jobs):
 
 
 def run(args):
-    from .. import sweep as sweeps
+    from hyperrestart.sweep import spec as sweeps
 
     spec = sweeps.parse_spec(args.spec, cli_sets=args.sets, tiny=args.tiny)
     output_root = args.output_root or os.path.join("runs", spec.name)

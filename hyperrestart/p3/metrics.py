@@ -1,14 +1,14 @@
 """The paper's P3 metric and run summaries.
 
 The metric's single source is the runner (overlay/hyperdecoders/hyperdecoder/p3_trainer.py, which must also work
-inside the hyperdecoders tree without this package); it is loaded from there, like hyperrestart.scheduler.
+inside the hyperdecoders tree without this package); it is loaded from there, like hyperrestart.upstream.scheduler.
 """
 import csv
 from pathlib import Path
 
-from ..errors import HyperrestartError
-from ..overlay_import import load_overlay_module
-from ..paths import OVERLAY_DIR
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.overlay_import import load_overlay_module
+from hyperrestart.core.paths import OVERLAY_DIR
 
 RUNNER_FILE = OVERLAY_DIR / "hyperdecoders" / "hyperdecoder" / "p3_trainer.py"
 

@@ -29,9 +29,9 @@ import sys
 import threading
 from pathlib import Path
 
-from .. import __version__
-from ..errors import BusyError, HyperrestartError
-from .tasks import dataset_of, load_task_list, per_task_caps
+from hyperrestart import __version__
+from hyperrestart.core.errors import BusyError, HyperrestartError
+from hyperrestart.p3.tasks import dataset_of, load_task_list, per_task_caps
 
 FORMATS = ("tfrecord", "parquet", "jsonl")
 SPLITS = ("train", "validation", "test")

@@ -9,7 +9,7 @@ adversarial_qa_dbert are capped separately), and so do we.
 from importlib import resources
 from pathlib import Path
 
-from ..errors import HyperrestartError
+from hyperrestart.core.errors import HyperrestartError
 
 # Every dataset (with subset) in bigscience/P3, as the prefix of its task names, with its number of prompt templates
 # in P3 (its train tasks, without the *_score_eval copies). T0's cap divides by this number whatever subset of the

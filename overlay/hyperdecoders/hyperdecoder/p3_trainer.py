@@ -59,18 +59,18 @@ EVAL_LOG_FIELDS = ("step", "rougeL_micro", "rougeL_macro", "num_examples", "num_
 
 # ------------------------------------------------------------------------------------------------------ imports
 def import_restart_scheduler():
-    """The tree's copy (third_party.trainers.restart_scheduler) inside hyperdecoders, else hyperrestart.scheduler."""
+    """The tree's copy (third_party.trainers.restart_scheduler) inside hyperdecoders, else hyperrestart.upstream.scheduler."""
     try:
         from third_party.trainers.restart_scheduler import RestartScheduler, check_alignment
     except ImportError:
         try:
-            from hyperrestart.scheduler import RestartScheduler, check_alignment
+            from hyperrestart.upstream.scheduler import RestartScheduler, check_alignment
         except ImportError:
             root = HERE.parents[2]  # <project>/overlay/hyperdecoders/hyperdecoder -> <project>
             if not (root / "hyperrestart" / "scheduler.py").exists():
                 raise
             sys.path.insert(0, str(root))
-            from hyperrestart.scheduler import RestartScheduler, check_alignment
+            from hyperrestart.upstream.scheduler import RestartScheduler, check_alignment
     return RestartScheduler, check_alignment
 
 

@@ -1,9 +1,9 @@
 """The restart scheduler, loaded from its single source in overlay/common (the file dropped into both upstreams)."""
 import warnings
 
-from .errors import HyperrestartError
-from .overlay_import import load_overlay_module
-from .paths import RESTART_SCHEDULER_FILE
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.overlay_import import load_overlay_module
+from hyperrestart.core.paths import RESTART_SCHEDULER_FILE
 
 _module = load_overlay_module("hyperrestart._restart_scheduler", RESTART_SCHEDULER_FILE)
 RestartScheduler = _module.RestartScheduler

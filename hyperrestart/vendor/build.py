@@ -3,11 +3,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import gitops, patchcheck
-from .errors import HyperrestartError
-from .paths import PATCHES_DIR, PROJECT_ROOT
-from .series import profile_patches, read_series
-from .sources import pinned_ref
+from hyperrestart.vendor import gitops, patchcheck
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.paths import PATCHES_DIR, PROJECT_ROOT
+from hyperrestart.vendor.series import profile_patches, read_series
+from hyperrestart.vendor.sources import pinned_ref
 
 BASE_TAG = "hyperrestart/base"
 PATCHED_TAG = "hyperrestart/patched"

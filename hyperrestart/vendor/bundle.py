@@ -7,9 +7,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from . import gitops
-from .errors import HyperrestartError
-from .sources import WHOLE_PACKS, cached_commit, pinned_ref
+from hyperrestart.vendor import gitops
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.vendor.sources import WHOLE_PACKS, cached_commit, pinned_ref
 
 MANIFEST = "hyperrestart-pack.json"
 

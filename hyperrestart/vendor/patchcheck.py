@@ -9,7 +9,7 @@ from pathlib import Path
 from unidiff import PatchSet
 from unidiff.errors import UnidiffParseError
 
-from .errors import HyperrestartError
+from hyperrestart.core.errors import HyperrestartError
 
 
 def sha256_file(path) -> str:

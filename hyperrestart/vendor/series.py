@@ -3,7 +3,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import HyperrestartError
+from hyperrestart.core.errors import HyperrestartError
 
 _TAG = re.compile(r"#\s*profiles:\s*(?P<profiles>[\w,\s+-]+)$")
 

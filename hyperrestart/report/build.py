@@ -31,7 +31,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from .errors import HyperrestartError
+from hyperrestart.core.errors import HyperrestartError
 
 PUBLISHED_FILE = Path(__file__).resolve().parent / "published.json"
 RUN_INFO = "sweep-run.json"

@@ -5,13 +5,13 @@ import re
 import shutil
 from pathlib import Path
 
-from . import gitops
-from .build import BASE_TAG, OVERLAY_TRAILER
-from .errors import HyperrestartError
-from .materialize import read_state, write_state
-from .paths import PATCHES_DIR, PROJECT_ROOT
-from .series import read_series, series_path
-from .verify import relock
+from hyperrestart.vendor import gitops
+from hyperrestart.vendor.build import BASE_TAG, OVERLAY_TRAILER
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.vendor.materialize import read_state, write_state
+from hyperrestart.core.paths import PATCHES_DIR, PROJECT_ROOT
+from hyperrestart.vendor.series import read_series, series_path
+from hyperrestart.vendor.verify import relock
 
 
 def patch_subject(text) -> str:

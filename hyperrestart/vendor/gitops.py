@@ -5,7 +5,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .errors import HyperrestartError
+from hyperrestart.core.errors import HyperrestartError
 
 # Fixed identity and dates: the commits the tool makes are the same on every machine.
 IDENTITY = {

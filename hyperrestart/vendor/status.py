@@ -1,7 +1,7 @@
 """`status`: what is materialised where, against what vendor.lock says."""
 from pathlib import Path
 
-from .materialize import BACKUP_DIR, local_changes, outside_the_tree, read_state
+from hyperrestart.vendor.materialize import BACKUP_DIR, local_changes, outside_the_tree, read_state
 
 
 def status(lock, names, dest: Path) -> int:

@@ -16,8 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import HyperrestartError
-from .paths import DEFAULT_DEST, REQUIREMENTS_DIR
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.paths import DEFAULT_DEST, REQUIREMENTS_DIR
 
 UPSTREAM_NAMES = ("hyperdecoders", "hyperformer")
 MARKER = "hyperrestart-env.json"

@@ -2,13 +2,13 @@
 import tempfile
 from pathlib import Path
 
-from . import gitops, lockfile, patchcheck
-from .build import build_tree, collect_inputs, PatchApplyError
-from .errors import HyperrestartError
-from .lockfile import OverlayFile
-from .paths import OVERLAY_DIR, PATCHES_DIR, PROJECT_ROOT
-from .series import read_series
-from .sources import cached_commit
+from hyperrestart.vendor import gitops, lockfile, patchcheck
+from hyperrestart.vendor.build import build_tree, collect_inputs, PatchApplyError
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.vendor.lockfile import OverlayFile
+from hyperrestart.core.paths import OVERLAY_DIR, PATCHES_DIR, PROJECT_ROOT
+from hyperrestart.vendor.series import read_series
+from hyperrestart.vendor.sources import cached_commit
 
 
 def build_in_scratch(cache, inputs, log=print) -> str:

@@ -5,7 +5,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import HyperrestartError
+from hyperrestart.core.errors import HyperrestartError
 
 LOCK_VERSION = 1
 HEADER = """\

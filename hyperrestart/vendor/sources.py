@@ -6,10 +6,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import gitops
-from .errors import HyperrestartError
-from .locks import FileLock
-from .paths import cache_dir
+from hyperrestart.vendor import gitops
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.locks import FileLock
+from hyperrestart.core.paths import cache_dir
 
 MIRROR_ENV = "HYPERRESTART_MIRROR"
 

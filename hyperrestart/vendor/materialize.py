@@ -6,11 +6,11 @@ import shutil
 import time
 from pathlib import Path
 
-from . import gitops, patchcheck
-from .build import BASE_TAG, PATCHED_TAG, build_tree, collect_inputs
-from .errors import BusyError, HyperrestartError, LocalChangesError
-from .locks import FileLock
-from .sources import cached_commit
+from hyperrestart.vendor import gitops, patchcheck
+from hyperrestart.vendor.build import BASE_TAG, PATCHED_TAG, build_tree, collect_inputs
+from hyperrestart.core.errors import BusyError, HyperrestartError, LocalChangesError
+from hyperrestart.core.locks import FileLock
+from hyperrestart.vendor.sources import cached_commit
 
 STATE_FILE = "hyperrestart-state.json"  # kept inside .git: not part of the tree
 TMP_PREFIX = ".hyperrestart-tmp-"

@@ -2,12 +2,12 @@
 import tempfile
 from pathlib import Path
 
-from . import gitops, patchcheck
-from .build import apply_patch, PatchApplyError
-from .errors import HyperrestartError
-from .paths import PATCHES_DIR
-from .series import read_series
-from .sources import WHOLE_PACKS, CacheLock, cache_repo, sources_for
+from hyperrestart.vendor import gitops, patchcheck
+from hyperrestart.vendor.build import apply_patch, PatchApplyError
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.paths import PATCHES_DIR
+from hyperrestart.vendor.series import read_series
+from hyperrestart.vendor.sources import WHOLE_PACKS, CacheLock, cache_repo, sources_for
 
 
 def resolve_ref(cache, upstream, ref, overrides, bundles, offline, log):

@@ -2,7 +2,7 @@
 import os
 from pathlib import Path
 
-PROJECT_ROOT = Path(os.environ.get("HYPERRESTART_PROJECT_ROOT", Path(__file__).resolve().parent.parent))
+PROJECT_ROOT = Path(os.environ.get("HYPERRESTART_PROJECT_ROOT", Path(__file__).resolve().parents[2]))
 LOCK_FILE = PROJECT_ROOT / "vendor.lock"
 PATCHES_DIR = PROJECT_ROOT / "patches"
 OVERLAY_DIR = PROJECT_ROOT / "overlay"

@@ -10,8 +10,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import HyperrestartError
-from .paths import CONFIGS_DIR, DEFAULT_DEST, cache_dir
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.paths import CONFIGS_DIR, DEFAULT_DEST, cache_dir
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ print(json.dumps({{"kinds": fields, "schedulers": sorted(arg_to_scheduler)}}))
 def _spec_cache_file(upstream: Upstream, tree: Path, python):
     """Where argument_spec caches its answer for this tree and env, or None when the env is not one `hyperrestart env`
     made (its marker records the installed requirements; an arbitrary --python is asked every time)."""
-    from .envs import MARKER
+    from hyperrestart.upstream.envs import MARKER
     marker = Path(python).parent.parent / MARKER
     if not marker.is_file():
         return None
@@ -338,7 +338,7 @@ def restart_steps(trace, rel=1e-6):
 
 def initial_lr(config) -> float:
     """The lr before the first optimizer step for this config's scheduler (0 during a warmup)."""
-    from .scheduler import SCHEDULER_NAMES
+    from hyperrestart.upstream.scheduler import SCHEDULER_NAMES
     lr = float(config.get("learning_rate", 5e-5))
     if config.get("lr_scheduler") in SCHEDULER_NAMES:
         return 0.0 if (config.get("restart_warmup_steps") or 0) > 0 else lr

@@ -41,10 +41,10 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import HyperrestartError
-from .locks import FileLock
-from .paths import PROJECT_ROOT
-from .p3.synthetic import TINY_SETTINGS
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.locks import FileLock
+from hyperrestart.core.paths import PROJECT_ROOT
+from hyperrestart.p3.synthetic import TINY_SETTINGS
 
 TOP_LEVEL_KEYS = ("name", "description", "runner", "config", "args", "set", "grid", "run_name", "report", "slurm")
 REPORT_KEYS = ("seed_axis", "compare", "split", "metric", "title", "published")
@@ -55,7 +55,7 @@ RUN_INFO = "sweep-run.json"
 RUN_LOG = "sweep.log"
 NAME_SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 FOLDER_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")  # no separators, not hidden, not `.` or `..`
-UPSTREAM_ARGUMENTS = Path(__file__).resolve().parent / "upstream_arguments.json"
+UPSTREAM_ARGUMENTS = Path(__file__).resolve().parents[1] / "upstream" / "upstream_arguments.json"
 SWEEP_OWNED_KEYS = ("output_dir",)  # the sweep sets them per run: OUTPUT_ROOT/<run name>
 
 
@@ -106,7 +106,7 @@ def merge_config(config, overrides):
 # --- what each runner accepts -------------------------------------------------------------------------------------
 def p3_runner_options():
     """The P3 runner's option names, from its own argparse parser (the module imports torch)."""
-    from .p3.metrics import runner_module
+    from hyperrestart.p3.metrics import runner_module
     return {action.dest for action in runner_module().build_parser()._actions} - {"help"}
 
 
@@ -119,11 +119,11 @@ def recorded_upstream_arguments():
 def record_upstream_arguments(path=UPSTREAM_ARGUMENTS, dest=None):
     """Rewrite upstream_arguments.json from the materialised trees' argument dataclasses, imported in each upstream's
     env (half a minute): after a patch adds or renames a training argument."""
-    from . import runner
-    from .envs import python_for
+    from hyperrestart.upstream import runner
+    from hyperrestart.upstream.envs import python_for
     data = {"_about": "Field names of each patched upstream's argument dataclasses (runner.ARGUMENT_CLASSES): the "
                       "keys a `runner: run` sweep may set. Regenerate with "
-                      "`python -c 'from hyperrestart.sweep import record_upstream_arguments as r; r()'`."}
+                      "`python -c 'from hyperrestart.sweep.spec import record_upstream_arguments as r; r()'`."}
     for name in sorted(runner.UPSTREAMS):
         upstream = runner.upstream_named(name)
         spec = runner.argument_spec(upstream, runner.tree_dir(upstream, dest), python_for(name))
@@ -142,7 +142,7 @@ def accepted_keys(runner_kind, config, args, cache):
             except ImportError as exc:
                 cache["p3"] = (None, f"the P3 runner's options cannot be read here (importing it failed: {exc})")
         return cache["p3"]
-    from .runner import upstream_for_config
+    from hyperrestart.upstream.runner import upstream_for_config
     explicit = next((a.split("=", 1)[1] if "=" in a else args[i + 1] for i, a in enumerate(args)
                      if a.split("=", 1)[0] == "--upstream" and ("=" in a or i + 1 < len(args))), None)
     upstream = upstream_for_config(config, explicit).name
@@ -186,7 +186,7 @@ TINY_P3 = [("data_dir", f"${TINY_P3_DATA_ENV}"), ("model_name_or_path", f"${TINY
 def tiny_p3_environment():
     """Build (once, cached) the tiny P3 data and the tiny T5; export their paths for TINY_P3's $VARS (and one thread
     per run)."""
-    from .p3.synthetic import TINY_THREADS, tiny_p3_data, tiny_t5_dir
+    from hyperrestart.p3.synthetic import TINY_THREADS, tiny_p3_data, tiny_t5_dir
 
     os.environ.setdefault("OMP_NUM_THREADS", TINY_THREADS)
     os.environ.setdefault(TINY_P3_DATA_ENV, str(tiny_p3_data()))
@@ -415,7 +415,7 @@ def parse_spec(path, cli_sets=(), tiny=False):
     report = _section(data, "report", REPORT_KEYS, path)
     slurm = _section(data, "slurm", SLURM_KEYS, path)
     if report.get("published") is not None:
-        from .report import load_published
+        from hyperrestart.report.build import load_published
         try:
             load_published(report["published"])
         except HyperrestartError as exc:
@@ -549,8 +549,8 @@ def continuation_args(job):
     a fresh folder or a P3 run (its runner resumes from its own checkpoints)."""
     if job.runner != "run":
         return ()
-    from .commands.run import run_entries
-    from .runner import latest_checkpoint
+    from hyperrestart.commands.run import run_entries
+    from hyperrestart.upstream.runner import latest_checkpoint
     run_dir = Path(job.run_dir)
     if latest_checkpoint(run_dir):
         return ("--resume",)
