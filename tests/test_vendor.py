@@ -153,7 +153,7 @@ def test_a_patch_that_no_longer_applies_leaves_the_old_tree_in_place(project):
     assert project.run("lock").returncode != 0  # lock builds every profile: the stale patch is named
     # force the new hash into the lock by hand, then materialise: the failure is atomic
     lock = lockfile.load(project.root / "vendor.lock")
-    from hyperrestart.vendor.patchcheck import sha256_file
+    from hyperrestart.core.files import file_sha256 as sha256_file
     lock.upstreams["fake"].patches["0001-register.patch"] = sha256_file(project.root / "patches/fake/0001-register.patch")
     lockfile.save(lock)
     result = project.run("--force")

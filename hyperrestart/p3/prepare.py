@@ -30,6 +30,7 @@ import threading
 from pathlib import Path
 
 from hyperrestart import __version__
+from hyperrestart.core.files import file_sha256
 from hyperrestart.core.errors import BusyError, HyperrestartError
 from hyperrestart.p3.tasks import dataset_of, load_task_list, per_task_caps
 
@@ -40,12 +41,6 @@ CHUNK_ROWS = 10000
 MANIFEST_VERSION = 1
 
 
-def sha256_file(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------- input layouts
@@ -561,9 +556,9 @@ def _build(source, out, tmp, tasks, files, fmt, split, cap_per_dataset, cap_per_
                             **per_task_split[task]} for task in tasks},
         "columns": {"task": "P3 task name", "inputs": "inputs_pretokenized", "targets": "targets_pretokenized"},
         "outputs": {f"data/{name}.parquet": {"rows": sizes[name],
-                                             "sha256": sha256_file(tmp / "data" / f"{name}.parquet")}
+                                             "sha256": file_sha256(tmp / "data" / f"{name}.parquet")}
                     for name in SPLITS if sizes[name]},
-        "inputs": {str(path.relative_to(source)): (sha256_file(path) if hash_inputs else None)
+        "inputs": {str(path.relative_to(source)): (file_sha256(path) if hash_inputs else None)
                    for task in tasks for path in files[task]},
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n")

@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 
 from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.files import atomic_write_text
 
 PUBLISHED_FILE = Path(__file__).resolve().parent / "published.json"
 RUN_INFO = "sweep-run.json"
@@ -658,9 +659,7 @@ def plot_curves(rows, kind, path, title=None, metric_label="metric"):
 
 # --- entry point ------------------------------------------------------------------------------------------------
 def _write(path, text):
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def build_report(paths, out=None, published=None, split=None, select="last", digits=2, title=None,

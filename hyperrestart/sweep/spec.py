@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 
 from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.files import atomic_write_json, file_sha256
+from hyperrestart.core.overrides import parse_set
 from hyperrestart.core.locks import FileLock
 from hyperrestart.core.paths import PROJECT_ROOT
 from hyperrestart.p3.synthetic import TINY_SETTINGS
@@ -83,7 +85,7 @@ class Runner:
     def prepare(self, config, overrides, run_dir):
         """Files the command needs in run_dir (p3: the merged config)."""
         if self.kind == "p3":
-            _write_json_atomic(Path(run_dir) / MERGED_CONFIG, merge_config(config, overrides))
+            atomic_write_json(Path(run_dir) / MERGED_CONFIG, merge_config(config, overrides))
 
 
 RUNNERS = {
@@ -128,7 +130,7 @@ def record_upstream_arguments(path=UPSTREAM_ARGUMENTS, dest=None):
         upstream = runner.upstream_named(name)
         spec = runner.argument_spec(upstream, runner.tree_dir(upstream, dest), python_for(name))
         data[name] = {"fields": sorted(spec.kinds)}
-    _write_json_atomic(path, data)
+    atomic_write_json(path, data)
     return {name: set(entry["fields"]) for name, entry in data.items() if not name.startswith("_")}
 
 
@@ -262,13 +264,10 @@ class Run:
 
     def fingerprint(self, runner, extra_args):
         blob = json.dumps({"runner": runner, "config": Path(self.config).name,
-                           "config_sha256": _sha256(self.config), "args": list(extra_args),
+                           "config_sha256": file_sha256(self.config), "args": list(extra_args),
                            "overrides": [[k, v] for k, v in self.overrides]}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-
-def _sha256(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @dataclasses.dataclass
@@ -505,19 +504,6 @@ def _run_name(axes, labels, template, path):
     return "_".join(parts)
 
 
-def parse_set(text):
-    """`key=value` -> (key, value); the value is parsed as JSON when it parses (8, 1e-6, true, ["rte"]), else kept as
-    a string: the same rule as `hyperrestart run --set`."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise HyperrestartError(f"--set {text!r}: expected KEY=VALUE, e.g. --set max_steps=8")
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = raw
-    return key.strip(), value
-
-
 # --- running one run ----------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class Job:
@@ -592,11 +578,6 @@ def is_finished(job):
     return True
 
 
-def _write_json_atomic(path, content):
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(content, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 class RunLock(FileLock):
@@ -628,7 +609,7 @@ def execute(job, quiet=False):
                 "arm": job.run.arm, "seed": job.run.seed, "labels": job.run.labels, "config": job.run.config,
                 "overrides": [[k, v] for k, v in job.run.overrides], "report": job.report,
                 "fingerprint": job.fingerprint, "command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        _write_json_atomic(run_dir / RUN_INFO, info)
+        atomic_write_json(run_dir / RUN_INFO, info)
         if not quiet:
             print(f"[{job.run.index}] {job.run.name}: {shlex.join(command[1:])}", flush=True)
         started = time.monotonic()
@@ -643,7 +624,7 @@ def execute(job, quiet=False):
             tail = (run_dir / RUN_LOG).read_text(errors="replace").splitlines()[-15:]
             raise HyperrestartError(f"run {job.run.index} ({job.run.name}) failed with exit code {code} after "
                                     f"{elapsed:.0f}s; log: {run_dir / RUN_LOG}\n  " + "\n  ".join(tail))
-        _write_json_atomic(run_dir / COMPLETE_MARKER, dict(info, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        atomic_write_json(run_dir / COMPLETE_MARKER, dict(info, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
                                                            seconds=round(elapsed, 1)))
     if not quiet:
         print(f"[{job.run.index}] {job.run.name}: done in {elapsed:.1f}s", flush=True)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.files import atomic_write_json
+from hyperrestart.core.overrides import apply_overrides, parse_set  # noqa: F401  (re-exported for callers)
 from hyperrestart.core.paths import CONFIGS_DIR, DEFAULT_DEST, cache_dir
 
 
@@ -67,55 +69,6 @@ def load_config(path) -> dict:
         raise HyperrestartError(f"config {path} must hold a JSON object of training arguments, not "
                                 f"{type(config).__name__}")
     return config
-
-
-# --- --set and the argument types ------------------------------------------------------------------------------
-KIND_EXAMPLES = {"int": "an integer, e.g. 65535", "float": "a number, e.g. 3e-4", "bool": "true or false",
-                 "list": "a JSON list, e.g. '[\"rte\", \"mrpc\"]'", "dict": "a JSON object, e.g. '{\"a\": 1}'",
-                 "str": "a string", "null": "null"}
-
-
-def _json_kind(value):
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    return {int: "int", float: "float", str: "str", list: "list", dict: "dict"}[type(value)]
-
-
-def parse_set(item, kinds=None):
-    """"key=value" -> (key, value). `kinds` maps an argument name to the JSON kinds it takes (argument_spec): the
-    value must be JSON of one of them, except that a string argument also takes a bare word as the string. Without
-    a known kind the value is JSON when it parses, else the string."""
-    key, sep, raw = item.partition("=")
-    key = key.strip()
-    if not sep or not key or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-        raise HyperrestartError(f"--set {item!r}: expected key=value with a training-argument name as key, "
-                                f"e.g. --set max_steps=65535")
-    accepted = (kinds or {}).get(key)
-    try:
-        value, parsed = json.loads(raw), True
-    except ValueError:
-        value, parsed = raw, False
-    if not accepted or "any" in accepted:
-        return key, value
-    if parsed:
-        kind = _json_kind(value)
-        if kind in accepted or (kind == "int" and "float" in accepted):
-            return key, value
-    if "str" in accepted:
-        return key, raw
-    wanted = " or ".join(KIND_EXAMPLES[k] for k in sorted(accepted) if k != "null")
-    raise HyperrestartError(f"--set {item}: {key} takes {wanted}" + (" (or null)" if "null" in accepted else "")
-                            + f", not {raw!r}")
-
-
-def apply_overrides(config, items, kinds=None):
-    resolved = dict(config)
-    for item in items or ():
-        key, value = parse_set(item, kinds)
-        resolved[key] = value
-    return resolved
 
 
 def tree_dir(upstream: Upstream, dest=None) -> Path:
@@ -205,9 +158,7 @@ def argument_spec(upstream: Upstream, tree: Path, python) -> ArgumentSpec:
         data = _import_spec(upstream, tree, python)
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
-            tmp.write_text(json.dumps(data))
-            os.replace(tmp, cached)
+            atomic_write_json(cached, data)
     return ArgumentSpec({name: set(kinds) for name, kinds in data["kinds"].items()}, tuple(data["schedulers"]))
 
 

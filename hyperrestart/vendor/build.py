@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hyperrestart.vendor import gitops, patchcheck
+from hyperrestart.core.files import file_sha256
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.paths import PATCHES_DIR, PROJECT_ROOT
 from hyperrestart.vendor.series import profile_patches, read_series
@@ -40,7 +41,7 @@ def collect_inputs(lock, upstream, profile, patches_dir=PATCHES_DIR, root=PROJEC
         if not path.is_file():
             problems.append(f"{path}: listed in the series but missing")
             continue
-        digest = patchcheck.sha256_file(path)
+        digest = file_sha256(path)
         expected = upstream.patches.get(entry.name)
         if verify_hashes and digest != expected:
             problems.append(f"{entry.name}: sha256 {digest[:16]}… but vendor.lock has "
@@ -61,7 +62,7 @@ def collect_inputs(lock, upstream, profile, patches_dir=PATCHES_DIR, root=PROJEC
         if not path.is_file():
             problems.append(f"{item.source}: overlay file missing")
             continue
-        digest = patchcheck.sha256_file(path)
+        digest = file_sha256(path)
         if verify_hashes and digest != item.sha256:
             problems.append(f"{item.source}: sha256 {digest[:16]}… but vendor.lock has {(item.sha256 or 'none')[:16]}… "
                             f"(after a deliberate change run `python bootstrap.py lock`)")

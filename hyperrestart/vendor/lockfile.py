@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.files import atomic_write_text
 
 LOCK_VERSION = 1
 HEADER = """\
@@ -148,6 +149,4 @@ def dumps(lock: Lock) -> str:
 
 
 def save(lock: Lock):
-    tmp = lock.path.with_suffix(".lock.tmp")
-    tmp.write_text(dumps(lock))
-    tmp.replace(lock.path)
+    atomic_write_text(lock.path, dumps(lock))

@@ -6,8 +6,9 @@ import shutil
 import time
 from pathlib import Path
 
-from hyperrestart.vendor import gitops, patchcheck
+from hyperrestart.vendor import gitops
 from hyperrestart.vendor.build import BASE_TAG, PATCHED_TAG, build_tree, collect_inputs
+from hyperrestart.core.files import atomic_write_json, file_sha256
 from hyperrestart.core.errors import BusyError, HyperrestartError, LocalChangesError
 from hyperrestart.core.locks import FileLock
 from hyperrestart.vendor.sources import cached_commit
@@ -56,9 +57,7 @@ def read_state(tree: Path):
 
 def write_state(tree: Path, state: dict):
     path = state_path(tree)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    atomic_write_json(path, state, sort_keys=True)
 
 
 def recover(dest: Path, log=print):
@@ -93,7 +92,7 @@ def git_metadata(tree: Path) -> dict:
     """sha256 of the repository files a user changes by hand or with `git config`: config, info/exclude, hooks."""
     git_dir = Path(tree) / ".git"
     files = [git_dir / "config", git_dir / "info" / "exclude", *sorted((git_dir / "hooks").glob("*"))]
-    return {f.relative_to(git_dir).as_posix(): patchcheck.sha256_file(f)
+    return {f.relative_to(git_dir).as_posix(): file_sha256(f)
             for f in files if f.is_file() and not f.name.endswith(".sample")}
 
 

@@ -1,6 +1,5 @@
 """Checks made before any tree is touched (content hashes, safe paths) and the diagnosis of a patch that fails."""
 import difflib
-import hashlib
 import os
 import posixpath
 import re
@@ -12,8 +11,6 @@ from unidiff.errors import UnidiffParseError
 from hyperrestart.core.errors import HyperrestartError
 
 
-def sha256_file(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def check_relative_path(path: str, what: str):

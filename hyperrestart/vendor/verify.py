@@ -4,6 +4,7 @@ from pathlib import Path
 
 from hyperrestart.vendor import gitops, lockfile, patchcheck
 from hyperrestart.vendor.build import build_tree, collect_inputs, PatchApplyError
+from hyperrestart.core.files import file_sha256
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.vendor.lockfile import OverlayFile
 from hyperrestart.core.paths import OVERLAY_DIR, PATCHES_DIR, PROJECT_ROOT
@@ -82,13 +83,13 @@ def relock(lock, names, *, overrides=None, bundles=None, offline=False, log=prin
             path = Path(PATCHES_DIR) / name / entry.name
             if not path.is_file():
                 raise HyperrestartError(f"{path}: listed in the series but missing")
-            upstream.patches[entry.name] = patchcheck.sha256_file(path)
+            upstream.patches[entry.name] = file_sha256(path)
         upstream.overlay = discover_overlay(upstream)
         for item in upstream.overlay:
             path = Path(PROJECT_ROOT) / item.source
             if not path.is_file():
                 raise HyperrestartError(f"{item.source}: overlay source of {item.dest} is missing")
-            item.sha256 = patchcheck.sha256_file(path)
+            item.sha256 = file_sha256(path)
         upstream.tree = ""  # re-derived from the commit below
         with cached_commit(upstream, overrides=overrides, bundles=bundles, offline=offline, record_tree=True,
                            log=log) as cache:

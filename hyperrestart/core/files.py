@@ -1,0 +1,37 @@
+"""Files written whole or not at all, and file digests: the one implementation of each."""
+import hashlib
+import json
+import os
+from pathlib import Path
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write `data` to `path` through a temp file beside it and one rename: a reader (or a crash) sees the old file or
+    the new one, never half of it. The temp file carries this process's pid, so two writers never share one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """atomic_write_bytes of `text` as UTF-8, whatever the locale."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path, content, indent=2, sort_keys=False) -> Path:
+    """`content` as JSON (non-JSON values via str), ending in a newline, written atomically."""
+    return atomic_write_text(path, json.dumps(content, indent=indent, sort_keys=sort_keys, default=str) + "\n")
+
+
+def file_sha256(path) -> str:
+    """Hex sha256 of a file's bytes, read in blocks (hashlib.file_digest)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
