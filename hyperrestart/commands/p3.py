@@ -119,7 +119,7 @@ def run(args):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     if args.tiny:
         from hyperrestart.p3.synthetic import TINY_THREADS
-        from hyperrestart.commands.run import OFFLINE_ENV
+        from hyperrestart.upstream.tiny import OFFLINE_ENV
 
         env.update(OFFLINE_ENV)
         env.setdefault("OMP_NUM_THREADS", TINY_THREADS)

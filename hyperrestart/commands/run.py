@@ -12,6 +12,7 @@ from pathlib import Path
 from hyperrestart.upstream import runner
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.paths import PROJECT_ROOT
+from hyperrestart.upstream.tiny import OFFLINE_ENV
 
 # --tiny: the generated tiny T5 and GLUE/MRQA data, 16 steps with a log line per step; every value can still be --set.
 TINY_SETTINGS = {
@@ -29,9 +30,6 @@ TINY_UPSTREAM_SETTINGS = {
 # MRQA (hyperdecoders only): a question plus a three-sentence context needs more source tokens than a GLUE pair.
 TINY_MRQA_TASKS = {"hyperdecoders": ("mrqa", "mrqa_reg")}
 TINY_MRQA_SETTINGS = {"max_source_length": 128}
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "CUDA_VISIBLE_DEVICES": "", "WANDB_DISABLED": "true", "WANDB_MODE": "disabled",
-               "TOKENIZERS_PARALLELISM": "false"}
 # A run folder may also hold a sweep's bookkeeping (hyperrestart sweep writes sweep-run.json and sweep.log there
 # before calling `run`): those and hidden files are not "a run", and --overwrite keeps them.
 SWEEP_FILE = re.compile(r"sweep[-.]")

@@ -71,6 +71,12 @@ SYLLABLES = "ka lo mi ra ve na tor sel an dun bri ho gar pen wil os ter mak li z
 SYNONYMS = {"sees": "notices", "likes": "enjoys", "finds": "discovers", "helps": "assists", "builds": "makes",
             "buys": "purchases", "loves": "adores", "takes": "grabs", "fixes": "repairs", "visits": "calls on"}
 
+# The environment of a --tiny run: nothing reaches a hub, no GPU, no wandb, no tokenizer threads.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "CUDA_VISIBLE_DEVICES": "", "WANDB_DISABLED": "true", "WANDB_MODE": "disabled",
+               "TOKENIZERS_PARALLELISM": "false"}
+
+
 
 class _Text:
     """Seeded generator of simple English-like sentences with the parts needed to derive labels."""
