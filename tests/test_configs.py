@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from hyperrestart.upstream import runner
+from hyperrestart.upstream import arguments, registry
 from hyperrestart.upstream.envs import python_for
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.paths import CONFIGS_DIR, DEFAULT_DEST
@@ -33,7 +33,7 @@ def test_config_is_valid_and_its_scheduler_registered(path):
     scheduler = config["lr_scheduler"]
     assert scheduler in set(SCHEDULER_NAMES) | UPSTREAM_SCHEDULERS
     assert ("restart" in path.stem and "no_restart" not in path.stem) == (scheduler in SCHEDULER_NAMES)
-    assert runner.upstream_for_config(path).name == path.parent.name
+    assert registry.upstream_for_config(path).name == path.parent.name
     assert config["learning_rate"] == 3e-4
 
 
@@ -88,7 +88,7 @@ def _fields_or_skip(name):
     except HyperrestartError as exc:
         pytest.skip(str(exc))
     try:
-        return set(runner.argument_spec(runner.upstream_named(name), tree, python).kinds)
+        return set(arguments.argument_spec(registry.upstream_named(name), tree, python).kinds)
     except HyperrestartError as exc:
         pytest.skip(str(exc))
 

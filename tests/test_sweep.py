@@ -248,14 +248,14 @@ def test_recorded_upstream_arguments_cover_every_released_config():
 @pytest.mark.slow
 def test_recorded_upstream_arguments_equal_the_live_argument_classes(tmp_path):
     """upstream_arguments.json = the fields the materialised trees' dataclasses have in their envs (half a minute)."""
-    from hyperrestart.upstream import runner
+    from hyperrestart.upstream import arguments, registry
     from hyperrestart.upstream.envs import python_for
     from hyperrestart.core.paths import DEFAULT_DEST
     recorded = sweeps.recorded_upstream_arguments()
     for name in ("hyperdecoders", "hyperformer"):
         try:
             python = python_for(name)
-            live = set(runner.argument_spec(runner.upstream_named(name), runner.tree_dir(runner.upstream_named(name)),
+            live = set(arguments.argument_spec(registry.upstream_named(name), registry.tree_dir(registry.upstream_named(name)),
                                               python).kinds)
         except HyperrestartError as exc:
             pytest.skip(f"{name}: {exc}")

@@ -2,7 +2,8 @@
 restart run stops at a cycle end."""
 from pathlib import Path
 
-from hyperrestart.upstream import runner
+from hyperrestart.upstream import registry
+from hyperrestart.core import overrides
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.paths import PROJECT_ROOT
 
@@ -60,7 +61,7 @@ def plot(lrs, config, max_steps, out: Path, x_scale="auto", title=None):
 
 
 def cmd_plot_lr(args):
-    config = runner.apply_overrides(runner.load_config(args.config), args.set, KINDS)
+    config = overrides.apply_overrides(registry.load_config(args.config), args.set, KINDS)
     max_steps = args.max_steps or config.get("max_steps")
     if not isinstance(max_steps, int) or max_steps < 1:
         raise HyperrestartError(f"{args.config}: max_steps is {max_steps!r}; give a positive integer "

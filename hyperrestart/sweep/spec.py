@@ -121,14 +121,14 @@ def recorded_upstream_arguments():
 def record_upstream_arguments(path=UPSTREAM_ARGUMENTS, dest=None):
     """Rewrite upstream_arguments.json from the materialised trees' argument dataclasses, imported in each upstream's
     env (half a minute): after a patch adds or renames a training argument."""
-    from hyperrestart.upstream import runner
+    from hyperrestart.upstream import arguments, registry
     from hyperrestart.upstream.envs import python_for
-    data = {"_about": "Field names of each patched upstream's argument dataclasses (runner.ARGUMENT_CLASSES): the "
+    data = {"_about": "Field names of each patched upstream's argument dataclasses (registry.ARGUMENT_CLASSES): the "
                       "keys a `runner: run` sweep may set. Regenerate with "
                       "`python -c 'from hyperrestart.sweep.spec import record_upstream_arguments as r; r()'`."}
-    for name in sorted(runner.UPSTREAMS):
-        upstream = runner.upstream_named(name)
-        spec = runner.argument_spec(upstream, runner.tree_dir(upstream, dest), python_for(name))
+    for name in sorted(registry.UPSTREAMS):
+        upstream = registry.upstream_named(name)
+        spec = arguments.argument_spec(upstream, registry.tree_dir(upstream, dest), python_for(name))
         data[name] = {"fields": sorted(spec.kinds)}
     atomic_write_json(path, data)
     return {name: set(entry["fields"]) for name, entry in data.items() if not name.startswith("_")}
@@ -144,7 +144,7 @@ def accepted_keys(runner_kind, config, args, cache):
             except ImportError as exc:
                 cache["p3"] = (None, f"the P3 runner's options cannot be read here (importing it failed: {exc})")
         return cache["p3"]
-    from hyperrestart.upstream.runner import upstream_for_config
+    from hyperrestart.upstream.registry import upstream_for_config
     explicit = next((a.split("=", 1)[1] if "=" in a else args[i + 1] for i, a in enumerate(args)
                      if a.split("=", 1)[0] == "--upstream" and ("=" in a or i + 1 < len(args))), None)
     upstream = upstream_for_config(config, explicit).name
@@ -535,8 +535,8 @@ def continuation_args(job):
     a fresh folder or a P3 run (its runner resumes from its own checkpoints)."""
     if job.runner != "run":
         return ()
-    from hyperrestart.commands.run import run_entries
-    from hyperrestart.upstream.runner import latest_checkpoint
+    from hyperrestart.upstream.run_folder import run_entries
+    from hyperrestart.upstream.run_folder import latest_checkpoint
     run_dir = Path(job.run_dir)
     if latest_checkpoint(run_dir):
         return ("--resume",)
