@@ -29,7 +29,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["hyperrestart", "hyperrestart.*"]),
     package_data={"hyperrestart.p3": ["P3_tasks.txt"], "hyperrestart.upstream": ["*.json"], "hyperrestart.report": ["*.json"]},
-    install_requires=["GitPython>=3.1", "unidiff>=0.7", "tqdm>=4"],
+    install_requires=["unidiff>=0.7", "tqdm>=4"],
     extras_require={"train": TRAIN, "cluster": CLUSTER, "test": TEST, "all": TRAIN + CLUSTER + TEST},
     entry_points={"console_scripts": ["hyperrestart=hyperrestart.cli:console_main"]},
 )

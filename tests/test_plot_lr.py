@@ -4,7 +4,7 @@ import json
 import pytest
 
 from hyperrestart import cli
-from hyperrestart.commands import plot_lr
+from hyperrestart.upstream import lr_plot as plot_lr
 from hyperrestart.core.paths import CONFIGS_DIR, PROJECT_ROOT
 from hyperrestart.upstream.scheduler import lr_schedule
 
