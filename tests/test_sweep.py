@@ -253,7 +253,6 @@ def test_recorded_upstream_arguments_equal_the_live_argument_classes(tmp_path):
     """upstream_arguments.json = the fields the materialised trees' dataclasses have in their envs (half a minute)."""
     from hyperrestart.upstream import arguments, registry
     from hyperrestart.upstream.envs import python_for
-    from hyperrestart.core.paths import DEFAULT_DEST
     recorded = sweep_runners.recorded_upstream_arguments()
     for name in ("hyperdecoders", "hyperformer"):
         try:
