@@ -1,24 +1,32 @@
 """Files written whole or not at all, and file digests: the one implementation of each."""
+import contextlib
 import hashlib
 import json
 import os
 from pathlib import Path
 
 
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write `data` to `path` through a temp file beside it and one rename: a reader (or a crash) sees the old file or
-    the new one, never half of it. The temp file carries this process's pid, so two writers never share one."""
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temp path beside `path` to write (by any means: a tar file, a figure); on success it replaces `path`
+    in one rename, so a reader (or a crash) sees the old file or the new one, never half of it. The temp name
+    carries this process's pid, so two writers never share one; it is removed on failure."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write `data` to `path` whole or not at all (atomic_path), flushed to disk before the rename."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return Path(path)
 
 
 def atomic_write_text(path, text: str) -> Path:

@@ -1,11 +1,10 @@
 """Curve figures: the mean over seeds with a min-max band, and the applied lr on a second axis."""
 import csv
 import io
-import os
 import statistics
 from pathlib import Path
 
-from hyperrestart.core.files import atomic_write_text
+from hyperrestart.core.files import atomic_path, atomic_write_text
 from hyperrestart.report.tables import csv_number
 
 # --- figures ----------------------------------------------------------------------------------------------------
@@ -106,8 +105,7 @@ def plot_curves(rows, kind, path, title=None, metric_label="metric"):
         return None
     path = Path(path)
     atomic_write_text(path.with_suffix(".csv"), curves_csv(rows, bands))
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
     return path

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from hyperrestart.vendor import gitops
 from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.files import atomic_path
 from hyperrestart.vendor.sources import WHOLE_PACKS, cached_commit, pinned_ref
 
 MANIFEST = "hyperrestart-pack.json"
@@ -35,11 +36,9 @@ def pack(lock, names, out: Path, *, overrides=None, bundles=None, offline=False,
                                            "bundle": bundle.name}
             log(f"{name}: bundled {upstream.commit[:12]} ({bundle.stat().st_size // 1024} KiB)")
         (Path(tmp) / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        partial = out.with_name(out.name + ".partial")
-        with tarfile.open(partial, "w") as tar:
+        with atomic_path(out) as partial, tarfile.open(partial, "w") as tar:
             for entry in sorted(os.listdir(tmp)):
                 tar.add(Path(tmp) / entry, arcname=entry)
-        partial.replace(out)
     log(f"wrote {out}: use it with `python bootstrap.py --from {out.name}` on the air-gapped machine")
 
 
