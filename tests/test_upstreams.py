@@ -50,6 +50,7 @@ def _upstream_python(name):
         pytest.skip(f"no environment for {name}: {exc}")
 
 
+@pytest.mark.slow  # imports each upstream's trainer in its env (~20 s each)
 @pytest.mark.parametrize("name", sorted(TRAINERS))
 def test_patched_modules_compile_and_register_both_scheduler_names(upstream_dest, name):
     package = upstream_dest / name / TRAINERS[name]
