@@ -30,6 +30,7 @@ def test_paper_profile_materialises(upstream_dest_paper):
         assert gitops.run(upstream_dest_paper / name, "write-tree") == lock.result_tree["paper"]
 
 
+@pytest.mark.slow  # builds every profile of both real upstreams (~10 s)
 def test_check_passes_on_the_real_upstreams(upstream_dest):
     result = subprocess.run([sys.executable, str(ROOT / "bootstrap.py"), "check"], capture_output=True, text=True,
                             timeout=600)

@@ -267,6 +267,7 @@ def test_pack_then_from_materialises_without_any_source(project, tmp_path):
     assert project.run("--from", str(tmp_path / "missing.tar")).returncode == 1
 
 
+@pytest.mark.slow  # several materialise/export round trips (~6 s)
 def test_export_round_trip_is_byte_identical_and_captures_new_work(project):
     assert project.run().returncode == 0
     patches = project.root / "patches/fake"
