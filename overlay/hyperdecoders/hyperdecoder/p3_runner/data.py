@@ -13,7 +13,8 @@ def load_data(args, tokenizer):
 
     data = datasets.load_dataset(args.data_dir)
     if "train" not in data:
-        raise SystemExit(f"{args.data_dir}: no train split (found {list(data)}); prepare it with hyperrestart prepare-p3")
+        raise SystemExit(f"{args.data_dir}: no train split (found {list(data)}); prepare it with "
+                         "hyperrestart prepare-p3")
     if args.eval_split not in data and (args.eval_steps or args.eval_at_start or args.eval_at_end):
         if len(data) == 1:  # the released runner's fallback: hold out 0.2% and halve it (seeded here)
             held = data["train"].train_test_split(test_size=0.002, seed=args.seed)
