@@ -94,11 +94,15 @@ def test_missing_required_option_and_unreadable_config(tmp_path, capsys):
     assert "expected a JSON object of option names, got list" in capsys.readouterr().err
 
 
-def test_every_p3_config_parses_and_the_script_refuses_in_one_line(tmp_path):
+def test_every_p3_config_parses():
     for path in sorted((CONFIGS_DIR / "p3").glob("*.json")):
         if path.name != "hdconfig.json":
             assert parsed(as_flags(REQUIRED) + ["--config", str(path)])["lr_scheduler"] in (
                 "cosine_annual_w_restarts", "constant")
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch and transformers (~5-30 s)
+def test_the_script_refuses_an_unknown_key_in_one_line(tmp_path):
     config = tmp_path / "typo.json"
     config.write_text(json.dumps({**REQUIRED, "max_step": 3}), encoding="utf-8")
     result = subprocess.run([sys.executable, str(RUNNER_FILE), str(config)], capture_output=True, text=True,
