@@ -23,6 +23,21 @@ class FileLock:
         except BlockingIOError:
             return False
 
+    def held_elsewhere(self) -> bool:
+        """Whether another process holds a lock on PATH right now: a probe that takes and drops the lock without
+        waiting, creates nothing (a missing file is not held) and leaves nothing held."""
+        try:
+            handle = open(self.path, "rb")
+        except FileNotFoundError:
+            return False
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
     def wait_exclusive(self):
         fcntl.flock(self.handle, fcntl.LOCK_EX)
 

@@ -14,17 +14,9 @@ canonical_scheduler_name = _module.canonical_scheduler_name
 restart_scheduler_from_args = _module.restart_scheduler_from_args
 SCHEDULER_NAME = _module.SCHEDULER_NAME
 SCHEDULER_NAMES = _module.SCHEDULER_NAMES
-
-
 # The upstreams' arg_to_scheduler: name -> transformers function (each takes optimizer, warmup[, total]).
-HF_SCHEDULERS = {
-    "linear": "get_linear_schedule_with_warmup",
-    "cosine": "get_cosine_schedule_with_warmup",
-    "cosine_w_restarts": "get_cosine_with_hard_restarts_schedule_with_warmup",
-    "polynomial": "get_polynomial_decay_schedule_with_warmup",
-    "constant": "get_constant_schedule",
-    "constant_w_warmup": "get_constant_schedule_with_warmup",
-}
+HF_SCHEDULERS = _module.HF_SCHEDULERS
+ALL_SCHEDULER_NAMES = _module.ALL_SCHEDULER_NAMES
 
 
 def _optimizer(lr):
@@ -57,7 +49,7 @@ def lr_schedule(config, max_steps):
         return lrs
     if name not in HF_SCHEDULERS:
         raise HyperrestartError(f"lr_scheduler {name!r} is not known; use one of: "
-                                f"{', '.join(sorted(set(SCHEDULER_NAMES) | set(HF_SCHEDULERS)))}")
+                                f"{', '.join(sorted(ALL_SCHEDULER_NAMES))}")
     import transformers
     make = getattr(transformers, HF_SCHEDULERS[name])
     warmup = int(config.get("warmup_steps") or 0)
