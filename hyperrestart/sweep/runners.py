@@ -59,9 +59,9 @@ def merge_config(config, overrides):
 
 
 def p3_runner_options():
-    """The P3 runner's option names, from its own argparse parser (the module imports torch)."""
-    from hyperrestart.p3.metrics import runner_module
-    return {action.dest for action in runner_module().build_parser()._actions} - {"help"}
+    """The P3 runner's option names: the fields of its argument dataclasses (hyperrestart.p3.options)."""
+    from hyperrestart.p3.options import runner_option_kinds
+    return set(runner_option_kinds())
 
 
 def recorded_upstream_arguments():
@@ -92,7 +92,7 @@ def accepted_keys(runner_kind, config, args, cache):
     if runner_kind == "p3":
         if "p3" not in cache:
             try:
-                cache["p3"] = (p3_runner_options(), "options of the P3 runner (`python p3_trainer.py --help`)")
+                cache["p3"] = (p3_runner_options(), "options of the P3 runner (its argument dataclasses; `python p3_trainer.py --help`)")
             except ImportError as exc:
                 cache["p3"] = (None, f"the P3 runner's options cannot be read here (importing it failed: {exc})")
         return cache["p3"]
