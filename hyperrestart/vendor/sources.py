@@ -9,7 +9,7 @@ from pathlib import Path
 from hyperrestart.vendor import gitops
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.locks import FileLock
-from hyperrestart.core.paths import cache_dir
+from hyperrestart.core.paths import cache_error, writable_cache_dir
 
 MIRROR_ENV = "HYPERRESTART_MIRROR"
 
@@ -102,9 +102,12 @@ def _init_cache(path: Path):
 def cache_repo(name) -> Path:
     """The bare repository holding fetched objects of one upstream (shared by every destination), created when
     missing; change it only under CacheLock."""
-    path = cache_dir() / "git" / f"{name}.git"
+    path = writable_cache_dir("git") / f"{name}.git"
     if not (path / "HEAD").exists():
-        _init_cache(path)
+        try:
+            _init_cache(path)
+        except OSError as exc:
+            raise cache_error(path.parent, exc) from None
     return path
 
 
@@ -113,11 +116,14 @@ class CacheLock(FileLock):
     runs, into the same or different destinations, never fetch into it at the same time."""
 
     def __init__(self, name, log=None):
-        super().__init__(cache_dir() / "git" / f"{name}.lock")
+        super().__init__(writable_cache_dir("git") / f"{name}.lock")
         self.log = log
 
     def __enter__(self):
-        self._open()
+        try:
+            self._open()
+        except OSError as exc:
+            raise cache_error(self.path.parent, exc) from None
         if not self.try_exclusive():
             if self.log:
                 self.log(f"waiting for another hyperrestart run that uses the git cache ({self.path})")
