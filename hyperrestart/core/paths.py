@@ -2,7 +2,7 @@
 import os
 from pathlib import Path
 
-from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.errors import CacheError
 
 PROJECT_ROOT = Path(os.environ.get("HYPERRESTART_PROJECT_ROOT", Path(__file__).resolve().parents[2]))
 LOCK_FILE = PROJECT_ROOT / "vendor.lock"
@@ -21,9 +21,9 @@ def cache_dir() -> Path:
     return Path(base)
 
 
-def cache_error(path, exc: OSError) -> HyperrestartError:
+def cache_error(path, exc: OSError) -> CacheError:
     """One line naming the cache location that cannot be written, and the variables that move it."""
-    return HyperrestartError(f"cannot write hyperrestart's cache at {path} ({exc.strerror or exc}); set "
+    return CacheError(f"cannot write hyperrestart's cache at {path} ({exc.strerror or exc}); set "
                              f"HYPERRESTART_CACHE (or XDG_CACHE_HOME) to a writable folder")
 
 

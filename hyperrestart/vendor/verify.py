@@ -5,7 +5,7 @@ from pathlib import Path
 from hyperrestart.vendor import gitops, lockfile, patchcheck
 from hyperrestart.vendor.build import build_tree, collect_inputs, PatchApplyError
 from hyperrestart.core.files import file_sha256
-from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.errors import CacheError, HyperrestartError
 from hyperrestart.vendor.lockfile import OverlayFile
 from hyperrestart.core.paths import OVERLAY_DIR, PATCHES_DIR, PROJECT_ROOT
 from hyperrestart.vendor.series import read_series
@@ -29,6 +29,8 @@ def check(lock, names, profiles, *, overrides=None, bundles=None, offline=False,
         try:
             with cached_commit(upstream, overrides=overrides, bundles=bundles, offline=offline, log=log) as cache:
                 problems += check_profiles(lock, upstream, cache, profiles, log)
+        except CacheError:
+            raise
         except HyperrestartError as exc:  # the commit cannot be had, or a patch is refused outright
             problems.append(str(exc))
     return problems
