@@ -49,9 +49,15 @@ def recover(dest: Path, log=print):
         if owned.read_marker(scratch):
             owned.remove_owned(scratch)
             done.append(f"deleted the scratch tree {scratch.name}")
+        elif owned.is_empty_shell(scratch):
+            owned.remove_empty_shell(scratch)
+            done.append(f"removed the empty folder {scratch.name}")
     for old in sorted(dest.glob(OLD_PREFIX + "*")):
         marker, name = owned.read_marker(old), old.name[len(OLD_PREFIX):]
         if not marker:
+            if owned.is_empty_shell(old):
+                owned.remove_empty_shell(old)
+                done.append(f"removed the empty folder {old.name}")
             continue
         if marker["role"] == "superseded" and not os.path.lexists(dest / name):
             old.rename(dest / name)

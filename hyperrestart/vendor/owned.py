@@ -40,6 +40,36 @@ def read_marker(folder: Path):
     return marker if valid else None
 
 
+def _marker_only(name):
+    """The marker, or the temp file it is written through (core.files.atomic_path), and nothing else."""
+    return name == MARKER or name.startswith(f".{MARKER}.tmp-")
+
+
+def is_empty_shell(folder: Path) -> bool:
+    """FOLDER holds nothing but a .git folder that is empty or holds only this tool's marker file (whole or half
+    written): what a kill leaves between creating a folder and marking it, or between removing its last file and the
+    folder itself. Removing it loses nothing of the user's."""
+    folder = Path(folder)
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    children = list(folder.iterdir())
+    if not children:
+        return True
+    git_dir = children[0]
+    if len(children) > 1 or git_dir.name != ".git" or git_dir.is_symlink() or not git_dir.is_dir():
+        return False
+    return all(_marker_only(p.name) and p.is_file() and not p.is_symlink() for p in git_dir.iterdir())
+
+
+def remove_empty_shell(folder: Path):
+    folder = Path(folder)
+    if (folder / ".git").is_dir():
+        for path in (folder / ".git").iterdir():
+            path.unlink()
+        (folder / ".git").rmdir()
+    folder.rmdir()
+
+
 def make_scratch(folder: Path) -> Path:
     """Create FOLDER/.git with its marker before anything else goes in (a kill leaves at most an empty folder)."""
     (Path(folder) / ".git").mkdir(parents=True)
