@@ -246,6 +246,51 @@ def test_a_marker_written_for_another_folder_name_proves_nothing(project):
     assert owned.read_marker(project.dest / ".hyperrestart-old-fake2") is None
 
 
+def test_a_lock_file_a_killed_git_left_in_the_cache_does_not_wedge_later_runs(project):
+    """Found by the kill harness: a `git update-ref` killed in the shared cache left its ref lock, and every later
+    run failed on it. Under the exclusive cache lock, git lock files there are a killed git's: removed, saying so."""
+    assert project.run().returncode == 0
+    cache = project.cache / "git" / "fake.git"
+    [pinned] = list((cache / "refs" / "hyperrestart" / "pinned").iterdir())
+    write(pinned.with_name(pinned.name + ".lock"), "")
+    write(cache / "packed-refs.lock", "")
+    result = project.run("--profile", "paper")
+    assert result.returncode == 0, result.stderr
+    assert "cleaned up the git cache" in result.stdout and "removed 2 lock file(s)" in result.stdout
+    assert not list(cache.rglob("*.lock"))
+
+
+@pytest.mark.parametrize("layout, shell", [
+    ({}, True), ({".git/": None}, True), ({".git/hyperrestart-owner.json": "{"}, True),
+    ({".git/.hyperrestart-owner.json.tmp-5.json": ""}, True), ({".git/x": ""}, False), ({"a.txt": ""}, False),
+    ({".git/": None, "b/": None}, False)])
+def test_only_an_empty_shell_of_the_tools_folder_counts_as_empty(tmp_path, layout, shell):
+    folder = tmp_path / ".hyperrestart-tmp-fake-1"
+    folder.mkdir()
+    for rel, text in layout.items():
+        if text is None:
+            (folder / rel).mkdir(parents=True)
+        else:
+            write(folder / rel, text)
+    assert owned.is_empty_shell(folder) is shell
+    if shell:
+        owned.remove_empty_shell(folder)
+        assert not folder.exists()
+
+
+def test_remove_owned_deletes_the_marker_last_and_refuses_unmarked_folders(tmp_path):
+    folder = owned.make_scratch(tmp_path / ".hyperrestart-tmp-fake-1")
+    write(folder / "a" / "b.txt", "b")
+    write(folder / ".git" / "objects" / "x", "x")
+    assert owned.read_marker(folder)["role"] == "scratch" and owned.read_marker(folder)["pid"] == os.getpid()
+    owned.remove_owned(folder)
+    assert not folder.exists()
+    write(tmp_path / ".hyperrestart-tmp-fake-2" / "mine.txt", "mine")
+    with pytest.raises(HyperrestartError, match="holds no hyperrestart marker"):
+        owned.remove_owned(tmp_path / ".hyperrestart-tmp-fake-2")
+    assert (tmp_path / ".hyperrestart-tmp-fake-2" / "mine.txt").read_text() == "mine"
+
+
 # --- rows 6 and 7: destinations -----------------------------------------------------------------------------------
 
 def _bare_repo(project):
