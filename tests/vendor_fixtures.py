@@ -39,6 +39,8 @@ class FakeProject:
     own; every one after is a copy of it with the upstream's path in vendor.lock rewritten: the same files, hashes and
     cache, in milliseconds instead of seconds."""
 
+    BULK_FILES = 0  # extra small files in the upstream (data/NNNN.txt): a subclass sets it for a larger tree
+
     def __init__(self, tmp_path: Path):
         global _TEMPLATE
         self.tmp = tmp_path
@@ -81,6 +83,8 @@ class FakeProject:
         write(self.upstream / "pkg" / "trainer.py", TRAINER)
         write(self.upstream / "README.md", "# fake upstream\n\nhello\n")
         write(self.upstream / ".gitignore", "output/\nwandb/\n__pycache__/\n")  # as the real upstreams ignore outputs
+        for i in range(self.BULK_FILES):
+            write(self.upstream / "data" / f"{i:04d}.txt", f"file {i}\n")
         git(self.upstream, "add", "-A")
         git(self.upstream, "commit", "-q", "-m", "initial")
         self.commit = git(self.upstream, "rev-parse", "HEAD")
