@@ -238,8 +238,10 @@ def _fake_tree(dest, upstream, body=FAKE_TRAINER, configs=(RESTART,)):
 
 
 def _run(dest, out, *extra, config=RESTART):
+    data = dest.parent / "data" / "glue"  # pre-flight checks that data_dir exists
+    data.mkdir(parents=True, exist_ok=True)
     return cli.main(["run", str(config), "--dest", str(dest), "--output-dir", str(out), "--python", sys.executable,
-                     "--set", "max_steps=16", "--set", "save_steps=8", "--set", "data_dir=/data/glue", *extra])
+                     "--set", "max_steps=16", "--set", "save_steps=8", "--set", f"data_dir={data}", *extra])
 
 
 @pytest.fixture
@@ -260,7 +262,7 @@ def test_run_executes_the_script_in_the_tree_and_reads_the_trace(tmp_path, fake_
     assert json.loads((out / "trainer_saw.json").read_text())["argv"] == [str(out / run_folder.RUN_CONFIG)]
     assert json.loads((out / "config.json").read_text()) == {"model_type": "t5"}
     assert f"cwd {fake_dest / 'hyperdecoders' / 'hyperdecoder'}" in (out / "train.log").read_text()
-    assert "data /data/glue" in printed
+    assert f"data {tmp_path / 'data' / 'glue'}" in printed
     rows = list(csv.reader(open(out / "lr_trace.csv")))
     assert rows[0] == ["step", "lr_applied"] and [int(r[0]) for r in rows[1:]] == list(range(1, 17))
     assert "restarts at:  2, 4, 8, 16 (steps that start a new lr cycle)" in printed
@@ -294,7 +296,7 @@ def test_existing_run_is_refused_and_left_alone(tmp_path, fake_dest, capsys):
     capsys.readouterr()
     assert _run(fake_dest, out, "--set", "learning_rate=1e-4") == 1
     err = capsys.readouterr().err
-    assert f"{out} already holds a run (" in err
+    assert f"{out} already holds a run made by hyperrestart (" in err
     assert "--resume" in err and "--overwrite" in err and "another --output-dir" in err
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
 

@@ -57,7 +57,7 @@ class RunResult:
 def _read_json(path):
     """A JSON file's content; HyperrestartError naming the file when it cannot be read or parsed."""
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except ValueError as exc:
         raise HyperrestartError(f"{path} is not valid JSON ({exc}); the run is incomplete or the file is damaged") \
             from None
@@ -76,7 +76,7 @@ def _read_json_or_warn(path, warn):
 
 def _read_csv(path):
     try:
-        with open(path, newline="") as handle:
+        with open(path, newline="", encoding="utf-8") as handle:
             return list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise HyperrestartError(f"cannot read {path} as CSV ({exc})") from None

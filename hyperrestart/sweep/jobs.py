@@ -75,7 +75,7 @@ def completion(run_dir):
     """The completion marker's content, or None when the run has not finished."""
     marker = Path(run_dir) / COMPLETE_MARKER
     try:
-        return json.loads(marker.read_text())
+        return json.loads(marker.read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
@@ -135,7 +135,7 @@ def execute(job, quiet=False):
             code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
         elapsed = time.monotonic() - started
         if code != 0:
-            tail = (run_dir / RUN_LOG).read_text(errors="replace").splitlines()[-15:]
+            tail = (run_dir / RUN_LOG).read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
             raise HyperrestartError(f"run {job.run.index} ({job.run.name}) failed with exit code {code} after "
                                     f"{elapsed:.0f}s; log: {run_dir / RUN_LOG}\n  " + "\n  ".join(tail))
         atomic_write_json(run_dir / COMPLETE_MARKER, dict(info, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),

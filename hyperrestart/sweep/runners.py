@@ -51,7 +51,7 @@ RUNNERS = {
 def merge_config(config, overrides):
     """The JSON config with the overrides applied (later ones win)."""
     try:
-        merged = json.loads(Path(config).read_text())
+        merged = json.loads(Path(config).read_text(encoding="utf-8"))
     except ValueError as exc:
         raise HyperrestartError(f"{config}: not valid JSON ({exc}); fix the config file") from None
     merged.update(overrides)
@@ -66,7 +66,7 @@ def p3_runner_options():
 
 def recorded_upstream_arguments():
     """{upstream: set of training-argument names}, as recorded in upstream_arguments.json."""
-    data = json.loads(UPSTREAM_ARGUMENTS.read_text())
+    data = json.loads(UPSTREAM_ARGUMENTS.read_text(encoding="utf-8"))
     return {name: set(entry["fields"]) for name, entry in data.items() if not name.startswith("_")}
 
 

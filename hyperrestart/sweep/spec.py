@@ -78,7 +78,7 @@ def load_yaml(path):
     if not path.is_file():
         raise HyperrestartError(f"sweep spec {path} does not exist; pass a YAML file such as sweeps/table2_p3.yaml")
     try:
-        data = yaml.load(path.read_text(), Loader=_yaml_loader())
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_yaml_loader())
     except yaml.YAMLError as exc:
         raise HyperrestartError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):

@@ -61,7 +61,7 @@ def argument_spec(upstream: Upstream, tree: Path, python) -> ArgumentSpec:
     content and env."""
     cached = _spec_cache_file(upstream, tree, python)
     if cached is not None and cached.is_file():
-        data = json.loads(cached.read_text())
+        data = json.loads(cached.read_text(encoding="utf-8"))
     else:
         data = _import_spec(upstream, tree, python)
         if cached is not None:

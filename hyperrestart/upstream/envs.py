@@ -70,7 +70,7 @@ def python_for(name, root=None, requirements_dir=None) -> Path:
     if not python.exists() or not marker.exists():
         raise HyperrestartError(f"no environment for {name} at {venv}; create it with `hyperrestart env {name}`")
     try:
-        recorded = json.loads(marker.read_text()).get("requirements_sha256")
+        recorded = json.loads(marker.read_text(encoding="utf-8")).get("requirements_sha256")
         files = requirement_files(name, requirements_dir)
     except (ValueError, HyperrestartError):
         return python
@@ -117,7 +117,7 @@ def _link_parent(venv, dirs):
     site = subprocess.run([str(_python_in(venv)), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
     lines = "".join(f"import site; site.addsitedir({d!r})\n" for d in dirs)
-    (Path(site) / PARENT_PTH).write_text(lines)
+    (Path(site) / PARENT_PTH).write_text(lines, encoding="utf-8")
 
 
 def create_env(name, python=None, recreate=False, root=None, requirements_dir=None, log=print) -> Path:
@@ -162,7 +162,7 @@ def create_env(name, python=None, recreate=False, root=None, requirements_dir=No
             raise HyperrestartError(f"the requirements of {name} replaced torch {torch}; remove torch from {main}")
         (venv / MARKER).write_text(json.dumps({
             "upstream": name, "base_python": str(python), "torch": torch, "parent_site_packages": parent_dirs,
-            "requirements_sha256": _fingerprint((main, nodeps))}, indent=2) + "\n")
+            "requirements_sha256": _fingerprint((main, nodeps))}, indent=2) + "\n", encoding="utf-8")
     except BaseException:
         shutil.rmtree(venv, ignore_errors=True)
         raise

@@ -1,0 +1,336 @@
+"""`hyperrestart run` against hostile or unlucky input (issue 18): ownership of run folders, one writer, stop means
+stop, numbers and ranges, bounded configs, paths checked before anything starts. Hermetic (a fake trainer)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hyperrestart import cli
+from hyperrestart.core.paths import CONFIGS_DIR, PROJECT_ROOT
+from hyperrestart.upstream import preflight, registry, run_folder, training
+from test_run import RESTART, _fake_tree, _run
+
+# keys the shipped config does not set, declared by the fake trainer's argument classes too
+EXTRA_KEYS = {"restart_t_mult": 2, "restart_t0": 1, "restart_warmup_steps": 0, "warmup_steps": 0, "eta_min": 1e-6,
+              "tokenizer_name": "t5-base"}
+
+
+@pytest.fixture
+def fake_dest(tmp_path):
+    extra = tmp_path / "extra_keys.json"
+    extra.write_text(json.dumps(EXTRA_KEYS), encoding="utf-8")
+    dest = tmp_path / "dest"
+    _fake_tree(dest, registry.UPSTREAMS["hyperdecoders"], configs=(RESTART, extra))
+    return dest
+
+HYPERFORMER = CONFIGS_DIR / "hyperformer" / "adapter_restart.json"
+
+
+def _tree_state(folder):
+    return sorted((str(p.relative_to(folder)), p.read_bytes() if p.is_file() else None) for p in folder.rglob("*"))
+
+
+# --- row 5: --overwrite deletes only a run hyperrestart made ------------------------------------------------------
+def _user_folder(tmp_path):
+    out = tmp_path / "thesis"
+    (out / "photos").mkdir(parents=True)
+    (out / "thesis.tex").write_text("chapter 1", encoding="utf-8")
+    (out / "photos" / "cat.jpg").write_bytes(b"\xff\xd8")
+    return out
+
+
+@pytest.mark.parametrize("flag", [[], ["--overwrite"]])
+def test_user_files_are_never_called_a_run_nor_deleted(tmp_path, fake_dest, capsys, flag):
+    out = _user_folder(tmp_path)
+    before = _tree_state(out)
+    assert _run(fake_dest, out, *flag) == 1
+    err = capsys.readouterr().err
+    assert "did not make (photos, thesis.tex)" in err and "choose another --output-dir" in err
+    assert "holds a run" not in err and "Traceback" not in err
+    assert _tree_state(out) == before  # nothing deleted, nothing written (no marker, no lock file)
+
+
+def test_overwrite_replaces_a_run_hyperrestart_made(tmp_path, fake_dest):
+    out = tmp_path / "out"
+    assert _run(fake_dest, out) == 0
+    marker = json.loads((out / run_folder.MARKER).read_text(encoding="utf-8"))
+    assert marker["pid"] == os.getpid() and marker["nproc"] == 1 and marker["started"]
+    (out / "stale.txt").write_text("old", encoding="utf-8")
+    assert _run(fake_dest, out, "--overwrite") == 0
+    assert not (out / "stale.txt").exists() and (out / run_folder.MARKER).exists()
+
+
+# --- one writer per run folder ------------------------------------------------------------------------------------
+def test_a_second_writer_is_refused_in_one_line(tmp_path, fake_dest, capsys):
+    out = tmp_path / "out"
+    assert _run(fake_dest, out) == 0
+    before = _tree_state(out)
+    capsys.readouterr()
+    with run_folder.RunFolderLock(out):
+        assert _run(fake_dest, out, "--overwrite") == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is being written by another `hyperrestart run` (pid" in err
+    assert _tree_state(out) == before
+
+
+# --- row 21: a refused run leaves nothing behind ------------------------------------------------------------------
+def test_refused_nproc_leaves_nothing_behind(tmp_path, capsys):
+    dest = tmp_path / "dest"
+    _fake_tree(dest, registry.UPSTREAMS["hyperformer"], configs=[HYPERFORMER])
+    out = tmp_path / "out"
+    argv = ["run", str(HYPERFORMER), "--dest", str(dest), "--output-dir", str(out), "--python", sys.executable,
+            "--set", "max_steps=4"]
+    assert cli.main([*argv, "--nproc", "2"]) == 1
+    assert "hyperformer cannot train data-parallel" in capsys.readouterr().err
+    assert not out.exists()
+    assert cli.main(argv) == 0  # the corrected rerun into the same folder is not refused
+
+
+def test_resume_with_another_process_count_is_refused(tmp_path, fake_dest, capsys, monkeypatch):
+    out = tmp_path / "out"
+    monkeypatch.setenv("CRASH_AT", "8")
+    assert _run(fake_dest, out) == 1
+    monkeypatch.delenv("CRASH_AT")
+    capsys.readouterr()
+    assert _run(fake_dest, out, "--resume", "--nproc", "2") == 1
+    err = capsys.readouterr().err
+    assert "trained on 1 process(es) and --nproc asks for 2" in err and "Resume with --nproc 1" in err
+    assert _run(fake_dest, out, "--resume") == 0
+
+
+# --- row 14: NaN and infinities ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "nan", "inf", "1e999"])
+def test_non_finite_set_values_are_refused(tmp_path, fake_dest, capsys, value):
+    assert _run(fake_dest, tmp_path / "out", "--set", f"learning_rate={value}") == 1
+    err = capsys.readouterr().err
+    assert "learning_rate must be a finite number" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "1e400"])
+def test_non_finite_config_values_are_refused(tmp_path, fake_dest, capsys, literal):
+    config = tmp_path / "configs" / "hyperdecoders" / "c.json"
+    config.parent.mkdir(parents=True)
+    config.write_text(RESTART.read_text(encoding="utf-8").replace('"learning_rate": 0.0003',
+                                                                  f'"learning_rate": {literal}'), encoding="utf-8")
+    assert literal in config.read_text(encoding="utf-8")
+    assert _run(fake_dest, tmp_path / "out", config=config) == 1
+    err = capsys.readouterr().err
+    assert "not valid JSON of finite numbers" in err and "Traceback" not in err
+
+
+# --- row 25: ranges checked before any loop over cycles -------------------------------------------------------------
+@pytest.mark.parametrize("item,message", [
+    ("restart_t_mult=0", "restart_t_mult (T_mult) must be an integer >= 1, got 0"),
+    ("restart_t0=0", "restart_t0 (T_0) must be an integer >= 1, got 0"),
+    ("restart_warmup_steps=-5", "restart_warmup_steps must be an integer >= 0, got -5"),
+    ("eta_min=0.5", "eta_min (0.5) must be below learning_rate"),
+    ("warmup_steps=-1", "warmup_steps is -1 (from --set); it must be an integer >= 0"),
+    ("max_steps=0", "max_steps is 0 (from --set); it must be an integer >= 1"),
+    ("learning_rate=0", "learning_rate is 0 (from --set); it must be a finite number > 0"),
+    ("gradient_accumulation_steps=0", "gradient_accumulation_steps is 0 (from --set)"),
+])
+def test_out_of_range_settings_are_refused_at_preflight(tmp_path, fake_dest, capsys, item, message):
+    assert _run(fake_dest, tmp_path / "out", "--set", item) == 1
+    err = capsys.readouterr().err
+    assert message in err and "out of range" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("item,message", [
+    ("restart_t_mult=0", "restart_t_mult (T_mult) must be an integer >= 1, got 0"),
+    ("restart_t0=0", "restart_t0 (T_0) must be an integer >= 1, got 0"),
+    ("restart_warmup_steps=-5", "restart_warmup_steps must be an integer >= 0, got -5"),
+])
+def test_plot_lr_refuses_out_of_range_restart_settings(tmp_path, capsys, item, message):
+    code = cli.main(["plot-lr", str(RESTART), "--set", item, "--out", str(tmp_path / "lr.png")])
+    err = capsys.readouterr().err
+    assert code == 1 and message in err and "Traceback" not in err and not (tmp_path / "lr.png").exists()
+
+
+def test_the_trainer_side_checks_arguments_before_the_alignment_loop():
+    """The overlay's restart_scheduler_from_args (run inside the trainers) refuses T_mult=0 at once; before, its
+    alignment check looped forever growing a list."""
+    import types
+    import torch
+    from hyperrestart.upstream import scheduler
+    module = sys.modules["hyperrestart._restart_scheduler"]
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    signal.alarm(10)  # a regression loops forever: fail instead of hanging
+    try:
+        for t_0, t_mult in [(1, 0), (0, 2), (2, 1.5)]:
+            args = types.SimpleNamespace(restart_t0=t_0, restart_t_mult=t_mult, eta_min=1e-6, learning_rate=0.1)
+            with pytest.raises(ValueError, match="must be an integer >= 1"):
+                module.restart_scheduler_from_args(optimizer, args, num_training_steps=100)
+            with pytest.raises(ValueError):
+                scheduler.cycle_end_steps(t_0, t_mult, up_to=100)
+    finally:
+        signal.alarm(0)
+
+
+# --- row 26: size and depth of a config ----------------------------------------------------------------------------
+def test_deep_and_huge_configs_are_refused_with_the_limit(tmp_path, fake_dest, capsys):
+    folder = tmp_path / "configs" / "hyperdecoders"
+    folder.mkdir(parents=True)
+    deep = folder / "deep.json"
+    deep.write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", encoding="utf-8")
+    huge = folder / "huge.json"
+    with open(huge, "wb") as handle:
+        handle.truncate(90 * 1024 * 1024)  # sparse: 90 MB that cost nothing to write
+    started = time.monotonic()
+    assert _run(fake_dest, tmp_path / "out", config=deep) == 1
+    assert "nested too deeply to read (the limit is 32 levels)" in capsys.readouterr().err
+    assert _run(fake_dest, tmp_path / "out", config=huge) == 1
+    err = capsys.readouterr().err
+    assert "94,371,840 bytes, over the limit of 4,194,304 bytes" in err and "Traceback" not in err
+    assert time.monotonic() - started < 5
+    medium = folder / "medium.json"
+    medium.write_text('{"a": ' + "[" * 40 + "]" * 40 + "}", encoding="utf-8")
+    assert _run(fake_dest, tmp_path / "out", config=medium) == 1
+    assert "more than 32 levels deep (the limit)" in capsys.readouterr().err
+
+
+# --- row 17: fail before spawning, and show the failing process's traceback -------------------------------------
+@pytest.mark.parametrize("item,message", [
+    ("model_name_or_path=/missing/model", "model_name_or_path /missing/model does not exist (a local model is a "
+                                          "folder holding config.json)"),
+    ("tokenizer_name=./no-tokenizer", "tokenizer_name ./no-tokenizer does not exist"),
+    ("data_dir=/missing/data", "data_dir /missing/data is not an existing folder"),
+])
+def test_missing_local_paths_are_refused_before_anything_starts(tmp_path, fake_dest, capsys, item, message):
+    assert _run(fake_dest, tmp_path / "out", "--set", item) == 1
+    err = capsys.readouterr().err
+    assert message in err and not (tmp_path / "out").exists()
+
+
+def test_a_model_folder_without_its_files_is_refused(tmp_path, fake_dest, capsys):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "notes.txt").write_text("x", encoding="utf-8")
+    assert _run(fake_dest, tmp_path / "out", "--set", f"model_name_or_path={model}") == 1
+    assert f"model_name_or_path {model} is not a model folder (it holds no config.json)" in capsys.readouterr().err
+
+
+def test_more_processes_than_cores_on_cpu_warns(monkeypatch, capsys):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(preflight, "has_gpu", lambda: False)
+    preflight.check_processes(registry.UPSTREAMS["hyperdecoders"], 8, {})
+    assert "warning: --nproc 8 starts 8 training processes on 2 CPU core(s) and no GPU" in capsys.readouterr().err
+    preflight.check_processes(registry.UPSTREAMS["hyperdecoders"], 2, {})
+    assert capsys.readouterr().err == ""
+    with pytest.raises(Exception, match="give a process count >= 1"):
+        preflight.check_processes(registry.UPSTREAMS["hyperdecoders"], 0, {})
+
+
+TORCHRUN_LOG = """\
+[rank1]: Traceback (most recent call last):
+[rank1]:   File "finetune_trainer.py", line 120, in <module>
+[rank1]:     main()
+[rank1]:   File "finetune_trainer.py", line 40, in main
+[rank1]:     model = load(path)
+[rank1]: OSError: Incorrect path_or_model_id: '/missing/model'. Please provide either the path to a local folder
+some other rank's output
+E1202 12:00:00.000 torch/distributed/elastic/multiprocessing/api.py:869] failed (exitcode: 1) local_rank: 1
+Traceback (most recent call last):
+  File "/usr/lib/python3.11/site-packages/torch/distributed/run.py", line 905, in main
+    run(args)
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+============================================================
+finetune_trainer.py FAILED
+  exitcode  : 1 (pid: 123)
+  traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html
+"""
+
+
+def test_failure_excerpt_is_the_workers_traceback_not_the_launchers():
+    excerpt = training.failure_excerpt(TORCHRUN_LOG)
+    assert excerpt[0] == "Traceback (most recent call last):"
+    assert excerpt[-1].startswith("OSError: Incorrect path_or_model_id: '/missing/model'")
+    assert not any("To enable traceback" in line or "ChildFailedError" in line for line in excerpt)
+    assert training.failure_excerpt("just\nsome lines") == ["just", "some lines"]
+
+
+def test_a_failing_trainer_shows_its_traceback_on_the_console(tmp_path, capsys):
+    dest = tmp_path / "dest"
+    body = "print('loading')\nraise OSError('no file named config.json in /models/t5')\n"
+    _fake_tree(dest, registry.UPSTREAMS["hyperdecoders"], body)
+    assert _run(dest, tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert "the failing process's last lines:" in err
+    assert "OSError: no file named config.json in /models/t5" in err
+
+
+# --- stop means stop ----------------------------------------------------------------------------------------------
+SLEEPY_TRAINER = '''
+import json, os, subprocess, sys, time
+cfg = json.load(open(sys.argv[1]))
+worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+with open(os.path.join(cfg["output_dir"], "pids.txt"), "w") as handle:
+    handle.write("%d %d" % (os.getpid(), worker.pid))
+print("started", flush=True)
+time.sleep(120)
+'''
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _start_sleepy(tmp_path):
+    dest = tmp_path / "dest"
+    _fake_tree(dest, registry.UPSTREAMS["hyperdecoders"], SLEEPY_TRAINER)
+    (tmp_path / "data").mkdir()
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "hyperrestart.cli", "run", str(RESTART), "--dest", str(dest), "--output-dir",
+           str(out), "--python", sys.executable, "--set", f"data_dir={tmp_path / 'data'}"]
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
+    launcher = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not (out / "pids.txt").exists() or not (out / "pids.txt").read_text(encoding="utf-8"):
+        assert time.monotonic() < deadline and launcher.poll() is None, launcher.communicate()
+        time.sleep(0.05)
+    return launcher, [int(p) for p in (out / "pids.txt").read_text(encoding="utf-8").split()], cmd, env, out
+
+
+@pytest.mark.slow  # two real `hyperrestart run` processes (~10 s each on a busy 2-core machine)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_the_launcher_stops_every_process_it_started(tmp_path, signum):
+    launcher, pids, cmd, env, out = _start_sleepy(tmp_path)
+    try:
+        second = subprocess.run(cmd + ["--overwrite"], env=env, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 4 and "is being written by another `hyperrestart run`" in second.stderr
+        os.killpg(launcher.pid, signum)  # what a user's Ctrl-C or a scheduler does: the launcher's process group
+        _, err = launcher.communicate(timeout=30)
+        assert launcher.returncode == 1 and f"stopped by {signal.Signals(signum).name}" in err
+        deadline = time.monotonic() + 10
+        while any(map(_alive, pids)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(map(_alive, pids)), "a trainer process outlived its launcher"
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.slow  # a real `hyperrestart run` process
+def test_a_killed_launcher_takes_its_trainer_with_it(tmp_path):
+    launcher, pids, *_ = _start_sleepy(tmp_path)
+    try:
+        os.kill(launcher.pid, signal.SIGKILL)  # cannot be caught: the trainer's parent-death signal stops it
+        launcher.communicate(timeout=30)
+        deadline = time.monotonic() + 10
+        while _alive(pids[0]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(pids[0])
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
