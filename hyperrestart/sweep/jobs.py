@@ -9,6 +9,7 @@ from pathlib import Path
 
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.files import atomic_write_json
+from hyperrestart.core.limits import check_name_length
 from hyperrestart.core.locks import FileLock
 from hyperrestart.core.paths import PROJECT_ROOT
 from hyperrestart.sweep.runners import RUNNERS, expand_env
@@ -62,6 +63,7 @@ def make_jobs(sweep, output_root, extra_args=()):
     root = Path(output_root).resolve()
     jobs = []
     for run in sweep.runs:
+        check_name_length(run.name, root, f"run {run.index}'s name")
         run_dir = (root / run.name).resolve()
         if run_dir.parent != root:
             raise HyperrestartError(f"run {run.index} ({run.name}): its folder {root / run.name} resolves to "

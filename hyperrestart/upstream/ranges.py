@@ -46,7 +46,21 @@ RULES = {
     "n_val": (lambda v: _int(v) and (v >= 1 or v == -1), "an integer >= 1 (or -1: all)"),
     "n_test": (lambda v: _int(v) and (v >= 1 or v == -1), "an integer >= 1 (or -1: all)"),
 }
-NUMERIC_KEYS = frozenset(RULES) | {"restart_t0", "restart_t_mult", "eta_min", "restart_warmup_steps"}
+# the restart settings alone (their joint rules, eta_min < learning_rate, are the scheduler's: range_problems)
+SINGLE_RULES = dict(RULES, **{
+    "restart_t0": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "restart_t_mult": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "restart_warmup_steps": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    "eta_min": (lambda v: _num(v) and v >= 0, "a finite number >= 0"),
+})
+NUMERIC_KEYS = frozenset(SINGLE_RULES)
+
+
+def value_problem(key, value):
+    """Why `value` cannot be the setting `key` on its own (a sweep's grid value, read with the spec), or None."""
+    if key in SINGLE_RULES and value is not None and not SINGLE_RULES[key][0](value):
+        return f"{key} is {value!r}; it must be {SINGLE_RULES[key][1]}"
+    return None
 
 
 def range_problems(config, origin=None):
