@@ -334,3 +334,23 @@ def test_a_killed_launcher_takes_its_trainer_with_it(tmp_path):
         for pid in pids:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+# --- row 23: a setting that does nothing is refused (or made to work: hyperdecoders' dropout, patch 0024) ---------
+@pytest.mark.parametrize("upstream,config,item,message", [
+    ("hyperdecoders", RESTART, "attention_dropout=0.0", "attention_dropout=0.0 (from --set) does nothing in "
+                                                        "hyperdecoders: T5 has no such setting"),
+    ("hyperdecoders", RESTART, "encoder_layerdrop=0.1", "encoder_layerdrop=0.1 (from --set) does nothing"),
+    ("hyperformer", HYPERFORMER, "dropout=0.0", "dropout=0.0 (from --set) does nothing in hyperformer: the script "
+                                                "copies it into the T5 config under a name T5 does not read"),
+])
+def test_settings_an_upstream_never_applies_are_refused(tmp_path, capsys, upstream, config, item, message):
+    extra = tmp_path / "extra.json"
+    extra.write_text(json.dumps({"dropout": 0.1, "attention_dropout": 0.1, "encoder_layerdrop": 0.1}),
+                     encoding="utf-8")
+    dest = tmp_path / "dest"
+    _fake_tree(dest, registry.UPSTREAMS[upstream], configs=(config, extra))
+    code = cli.main(["run", str(config), "--dest", str(dest), "--output-dir", str(tmp_path / "out"), "--python",
+                     sys.executable, "--set", "max_steps=4", "--set", item])
+    err = capsys.readouterr().err
+    assert code == 1 and message in err and not (tmp_path / "out").exists()

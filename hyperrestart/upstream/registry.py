@@ -30,6 +30,19 @@ UPSTREAMS = {
 }
 
 
+# Settings an upstream's argument classes accept but its script never applies: refused at pre-flight (when not null)
+# rather than silently doing nothing. T5 has no layer drop and no separate attention dropout.
+_NO_T5_SETTING = "T5 has no such setting, so the script never applies it"
+INERT_SETTINGS = {
+    "hyperdecoders": {"encoder_layerdrop": _NO_T5_SETTING, "decoder_layerdrop": _NO_T5_SETTING,
+                      "attention_dropout": _NO_T5_SETTING},
+    "hyperformer": {"encoder_layerdrop": _NO_T5_SETTING, "decoder_layerdrop": _NO_T5_SETTING,
+                    "attention_dropout": _NO_T5_SETTING,
+                    "dropout": "the script copies it into the T5 config under a name T5 does not read (0 is "
+                               "skipped, any other value fails its assert), so it changes nothing"},
+}
+
+
 def upstream_named(name) -> Upstream:
     if name not in UPSTREAMS:
         raise HyperrestartError(f"unknown upstream {name!r}; choose one of: {', '.join(UPSTREAMS)}")
