@@ -354,3 +354,25 @@ def test_settings_an_upstream_never_applies_are_refused(tmp_path, capsys, upstre
                      sys.executable, "--set", "max_steps=4", "--set", item])
     err = capsys.readouterr().err
     assert code == 1 and message in err and not (tmp_path / "out").exists()
+
+
+# --- row 22: a run killed during its final evaluation completes with --resume, evaluating only --------------------
+def test_a_run_killed_during_its_final_evaluation_resumes_evaluating_only(tmp_path, fake_dest, capsys, monkeypatch):
+    out = tmp_path / "out"
+    monkeypatch.setenv("KILL_IN_EVAL", "1")
+    assert _run(fake_dest, out) == 1
+    assert (out / "trainer_state.json").exists() and not (out / "eval_results.json").exists()
+    monkeypatch.delenv("KILL_IN_EVAL")
+    state = (out / "trainer_state.json").read_bytes()
+    capsys.readouterr()
+    assert _run(fake_dest, out, "--resume") == 0
+    printed = capsys.readouterr().out
+    assert "(training finished: evaluating the final model only)" in printed
+    trainer_config = json.loads((out / run_folder.RESUME_CONFIG).read_text(encoding="utf-8"))
+    assert trainer_config["do_train"] is False and trainer_config["model_name_or_path"] == str(out)
+    assert (out / "eval_results.json").exists() and (out / "test_results.json").exists()
+    assert (out / "trainer_state.json").read_bytes() == state  # nothing trained again
+    assert [r.split(",")[0] for r in (out / "lr_trace.csv").read_text(encoding="utf-8").split()[1:]] == [
+        str(k) for k in range(1, 17)]
+    assert _run(fake_dest, out, "--resume") == 1
+    assert "finished training and evaluation" in capsys.readouterr().err

@@ -198,9 +198,12 @@ def resume_checkpoint(out: Path, resolved: Resolved, entries, nproc=None):
         if config.get(flag):
             raise HyperrestartError(f"--resume: with {flag}=true the {resolved.upstream.name} script does not load "
                                     f"a checkpoint, so it cannot resume; start a new run")
-    if (out / "trainer_state.json").is_file() or (out / "pytorch_model.bin").is_file():
-        raise HyperrestartError(f"--resume: the run in {out} finished training (trainer_state.json/final model "
-                                f"written); nothing to resume. Use --overwrite to train it again")
+    if (out / "trainer_state.json").is_file():
+        missing = missing_results(out, resolved)
+        if missing:
+            return out  # killed during its final evaluation: evaluate the final model only (resume_config)
+        raise HyperrestartError(f"--resume: the run in {out} finished training and evaluation (trainer_state.json "
+                                f"and its results written); nothing to resume. Use --overwrite to train it again")
     checkpoint = latest_checkpoint(out)
     if checkpoint is None:
         raise HyperrestartError(f"--resume: {out} has no complete checkpoint-N (trainer_state.json, optimizer.pt, "
@@ -209,9 +212,30 @@ def resume_checkpoint(out: Path, resolved: Resolved, entries, nproc=None):
     return checkpoint
 
 
+# The results files each upstream's script writes after training, per flag (hyperdecoders: patch 0017).
+RESULT_FILES = {"hyperdecoders": {"do_eval": "eval_results.json", "do_test": "test_results.json"},
+                "hyperformer": {"do_eval": "val_results.json", "do_test": "test_results.json"}}
+
+
+def missing_results(out: Path, resolved: Resolved) -> list:
+    """The results files the run's final evaluation has not written yet."""
+    files = RESULT_FILES.get(resolved.upstream.name, {})
+    return [name for flag, name in files.items() if resolved.config.get(flag) and not (out / name).is_file()]
+
+
+def evaluates_only(checkpoint: Path, config) -> bool:
+    """A --resume of a run killed during its final evaluation continues from the run folder itself."""
+    return checkpoint is not None and Path(checkpoint) == Path(config["output_dir"])
+
+
 def resume_config(config, checkpoint: Path):
     """The trainer config that continues from checkpoint: both upstream scripts load the model from
     model_name_or_path and hand it to Trainer.train(model_path=...), which restores the optimizer, the scheduler and
-    the trainer state (global step, log history) from that folder and skips the batches already trained on."""
-    return dict(config, model_name_or_path=str(checkpoint),
-                tokenizer_name=config.get("tokenizer_name") or config.get("model_name_or_path"))
+    the trainer state (global step, log history) from that folder and skips the batches already trained on. A run
+    killed during its final evaluation (checkpoint = the run folder) is evaluated only: do_train false, the final
+    model loaded from the run folder."""
+    resumed = dict(config, model_name_or_path=str(checkpoint),
+                   tokenizer_name=config.get("tokenizer_name") or config.get("model_name_or_path"))
+    if evaluates_only(checkpoint, config):  # training finished: evaluate the final model in the run folder only
+        resumed["do_train"] = False
+    return resumed

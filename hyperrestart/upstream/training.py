@@ -158,7 +158,11 @@ def _train_in_folder(request, resolved, checkpoint, tree, python) -> int:
     env = run_env(upstream, tree, resolved.config, output_dir, request.tiny)
     log_path = output_dir / "train.log"
     mode = "verbose" if request.verbose else "quiet" if request.quiet else "default"
-    print(f"running {upstream.name} in {tree / upstream.workdir}" + (f" from {checkpoint.name}" if checkpoint else "")
+    origin = ""
+    if checkpoint is not None:
+        origin = (" (training finished: evaluating the final model only)"
+                  if run_folder.evaluates_only(checkpoint, resolved.config) else f" from {checkpoint.name}")
+    print(f"running {upstream.name} in {tree / upstream.workdir}{origin}"
           + f":\n  {' '.join(cmd)}\nlog:          {log_path}" + ("" if request.verbose else " (--verbose streams it)"),
           flush=True)
     warn_accumulation(resolved.config)
@@ -204,4 +208,6 @@ def write_run_config(resolved, checkpoint):
         return path, None
     path = resolved.output_dir / run_folder.RESUME_CONFIG
     atomic_write_json(path, run_folder.resume_config(resolved.config, checkpoint), indent=4)
+    if run_folder.evaluates_only(checkpoint, resolved.config):
+        return path, "=== hyperrestart run --resume: training finished; evaluating the final model only ==="
     return path, f"=== hyperrestart run --resume: continuing from {checkpoint.name} ==="
