@@ -376,3 +376,20 @@ def test_a_run_killed_during_its_final_evaluation_resumes_evaluating_only(tmp_pa
         str(k) for k in range(1, 17)]
     assert _run(fake_dest, out, "--resume") == 1
     assert "finished training and evaluation" in capsys.readouterr().err
+
+
+# --- row 19: gradient accumulation that may not divide an epoch: warned at start and at --resume ------------------
+def test_gradient_accumulation_is_warned_at_start_and_at_resume(tmp_path, fake_dest, capsys, monkeypatch):
+    out = tmp_path / "out"
+    monkeypatch.setenv("CRASH_AT", "8")
+    assert _run(fake_dest, out, "--set", "gradient_accumulation_steps=3") == 1
+    first = capsys.readouterr().err
+    monkeypatch.delenv("CRASH_AT")
+    assert _run(fake_dest, out, "--set", "gradient_accumulation_steps=3", "--resume") == 0
+    resumed = capsys.readouterr().err
+    for err in (first, resumed):
+        assert ("warning: gradient_accumulation_steps=3: a --resume is bit-exact only when "
+                "gradient_accumulation_steps divides the number of batches per process in an epoch") in err
+        assert "Choose gradient_accumulation_steps=1" in err
+    assert _run(fake_dest, tmp_path / "one", "--set", "gradient_accumulation_steps=1") == 0
+    assert "gradient_accumulation_steps" not in capsys.readouterr().err
