@@ -393,3 +393,77 @@ def test_gradient_accumulation_is_warned_at_start_and_at_resume(tmp_path, fake_d
         assert "Choose gradient_accumulation_steps=1" in err
     assert _run(fake_dest, tmp_path / "one", "--set", "gradient_accumulation_steps=1") == 0
     assert "gradient_accumulation_steps" not in capsys.readouterr().err
+
+
+# --- real upstreams (rows 20, 22, 23) -----------------------------------------------------------------------------
+def _tiny(config, out, *extra, check=True):
+    result = subprocess.run([sys.executable, "-m", "hyperrestart.cli", "run", str(CONFIGS_DIR / config), "--tiny",
+                             "--output-dir", str(out), *extra], capture_output=True, text=True, timeout=1200,
+                            cwd=PROJECT_ROOT, env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)))
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def _simulate_kill(full, part, keep_checkpoint):
+    """`part`: what a run killed after checkpoint-`keep_checkpoint` leaves (its config pointed at `part`)."""
+    import shutil
+    shutil.copytree(full, part, symlinks=True)
+    for entry in part.iterdir():
+        if entry.name.startswith("checkpoint-") and entry.name != f"checkpoint-{keep_checkpoint}":
+            shutil.rmtree(entry)
+        elif entry.is_file() and entry.name not in (run_folder.RUN_CONFIG, "train.log", run_folder.MARKER):
+            entry.unlink()
+    config = part / run_folder.RUN_CONFIG
+    config.write_text(config.read_text(encoding="utf-8").replace(str(full), str(part)), encoding="utf-8")
+
+
+def _losses(out):
+    state = json.loads((out / "trainer_state.json").read_text(encoding="utf-8"))
+    return [e["loss"] for e in state["log_history"] if "loss" in e]
+
+
+def _weights_equal(a, b):
+    import torch
+    from safetensors.torch import load_file
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.slow  # two real 2-process tiny runs (~2 min each on a busy CPU)
+def test_a_two_process_cpu_run_resumes_to_the_same_losses_and_weights(tmp_path):
+    from test_run import _real_or_skip
+    _real_or_skip("hyperdecoders")
+    sets = ["--set", "save_total_limit=3", "--set", "load_best_model_at_end=false"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    _tiny("hyperdecoders/glue_restart.json", full, "--nproc", "2", *sets)
+    _simulate_kill(full, part, keep_checkpoint=8)
+    refused = _tiny("hyperdecoders/glue_restart.json", part, *sets, "--resume", check=False)
+    assert refused.returncode == 1 and "trained on 2 process(es) and --nproc asks for 1" in refused.stderr
+    resumed = _tiny("hyperdecoders/glue_restart.json", part, "--nproc", "2", *sets, "--resume")
+    assert "from checkpoint-8" in resumed.stdout
+    assert len(_losses(full)) == 16 and _losses(part) == _losses(full)
+    assert _weights_equal(full, part)
+
+
+@pytest.mark.slow  # a real tiny run, then its final evaluation again
+def test_dropout_zero_reaches_the_model_and_a_run_killed_in_evaluation_completes(tmp_path):
+    from test_run import _real_or_skip
+    _real_or_skip("hyperdecoders")
+    full, part = tmp_path / "full", tmp_path / "part"
+    _tiny("hyperdecoders/glue_restart.json", full, "--set", "dropout=0.0")
+    assert json.loads((full / "config.json").read_text(encoding="utf-8"))["dropout_rate"] == 0.0
+    _simulate_kill(full, part, keep_checkpoint=16)
+    (part / "trainer_state.json").write_bytes((full / "trainer_state.json").read_bytes())  # training had finished
+    (part / "model.safetensors").write_bytes((full / "model.safetensors").read_bytes())
+    (part / "config.json").write_bytes((full / "config.json").read_bytes())
+    for name in ("tokenizer_config.json", "spiece.model", "special_tokens_map.json", "generation_config.json"):
+        if (full / name).exists():
+            (part / name).write_bytes((full / name).read_bytes())
+    resumed = _tiny("hyperdecoders/glue_restart.json", part, "--set", "dropout=0.0", "--resume")
+    assert "evaluating the final model only" in resumed.stdout
+    for name in ("eval_results.json", "test_results.json"):
+        assert json.loads((part / name).read_text(encoding="utf-8")) == json.loads(
+            (full / name).read_text(encoding="utf-8"))
+    assert (part / "lr_trace.csv").read_bytes() == (full / "lr_trace.csv").read_bytes()
+    assert _losses(part) == _losses(full)
