@@ -105,7 +105,8 @@ def test_a_label_longer_than_the_filesystem_allows_is_refused_when_read(tmp_path
 def test_run_names_are_checked_against_the_output_roots_filesystem(tmp_path, monkeypatch):
     spec = sweep_spec.parse_spec(write_spec(tmp_path, f"runner: p3\nconfig: {BASE}\ngrid: {{seed: [1]}}\n"))
     monkeypatch.setattr("hyperrestart.core.limits.os.pathconf", lambda folder, name: 4)
-    with pytest.raises(HyperrestartError, match="run 0's name seed-1... is 6 bytes long, over the file-name limit of 4"):
+    with pytest.raises(HyperrestartError, match="run 0's name seed-1... is 6 bytes long, over the file-name limit "
+                                                "of 4"):
         sweep_jobs.make_jobs(spec, tmp_path / "out")
 
 

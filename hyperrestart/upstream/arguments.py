@@ -76,7 +76,7 @@ def _import_spec(upstream: Upstream, tree: Path, python) -> dict:
     env = dict(process_env(upstream, tree), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     try:
         result = subprocess.run([str(python), "-c", snippet], cwd=tree / upstream.workdir, capture_output=True,
-                                text=True, env=env, timeout=300)
+                                text=True, encoding="utf-8", errors="replace", env=env, timeout=300)
     except OSError as exc:
         raise HyperrestartError(f"cannot run {python} ({exc.strerror}); create the env with "
                                 f"`hyperrestart env {upstream.name}` or pass --python") from None

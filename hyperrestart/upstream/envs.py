@@ -84,7 +84,7 @@ def python_for(name, root=None, requirements_dir=None) -> Path:
 def _torch(python):
     """(torch's version as `python` imports it, None) or (None, the error's last line)."""
     result = subprocess.run([str(python), "-c", "import torch; print(torch.__version__)"],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, encoding="utf-8", errors="replace")
     if result.returncode != 0:
         return None, (result.stderr.strip().splitlines() or ["(no output)"])[-1]
     return result.stdout.strip().splitlines()[-1], None
@@ -106,7 +106,8 @@ def site_dirs(python) -> list:
              "dirs = site.getsitepackages() + ([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])\n"
              "dirs = {os.path.abspath(d) for d in dirs}\n"
              "print(json.dumps([p for p in sys.path if p and os.path.abspath(p) in dirs]))")
-    result = subprocess.run([str(python), "-c", probe], capture_output=True, text=True)
+    result = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, encoding="utf-8",
+                            errors="replace")
     if result.returncode != 0:
         raise HyperrestartError(f"cannot list the site-packages of {python}: {result.stderr.strip()[-300:]}")
     return json.loads(result.stdout)
@@ -115,7 +116,7 @@ def site_dirs(python) -> list:
 def _link_parent(venv, dirs):
     """Make `venv` import from `dirs` after its own site-packages (site.addsitedir also runs their .pth files)."""
     site = subprocess.run([str(_python_in(venv)), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+                          capture_output=True, text=True, encoding="utf-8", errors="replace", check=True).stdout.strip()
     lines = "".join(f"import site; site.addsitedir({d!r})\n" for d in dirs)
     (Path(site) / PARENT_PTH).write_text(lines, encoding="utf-8")
 
