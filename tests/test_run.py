@@ -271,7 +271,8 @@ def test_run_executes_the_script_in_the_tree_and_reads_the_trace(tmp_path, fake_
     rows = list(csv.reader(open(out / "lr_trace.csv")))
     assert rows[0] == ["step", "lr_applied"] and [int(r[0]) for r in rows[1:]] == list(range(1, 17))
     assert "restarts at:  2, 4, 8, 16 (steps that start a new lr cycle)" in printed
-    assert "metrics:      test_results.json" in printed and "checkpoints:  checkpoint-8, checkpoint-16" in printed
+    assert "metrics:      eval_results.json, test_results.json" in printed
+    assert "checkpoints:  checkpoint-8, checkpoint-16" in printed
 
 
 # The Trainer's log_history learning_rate at steps 1..16 of the paper's SGDR (UPSTREAM-FACTS: the lr after step k).
