@@ -158,7 +158,7 @@ def test_malformed_spec_is_refused_before_anything_runs(tmp_path, capsys, text, 
 @pytest.mark.parametrize("grid, run_name", [
     ("{arm: {'..': {}}}", None), ("{arm: {'../escape': {}}}", None), ("{arm: {'/tmp/escape': {}}}", None),
     ("{arm: {'': {}}}", None), ("{arm: {'.hidden': {}}}", None), ("{arm: {a: {}}}", "'..'"),
-    ("{seed: ['..']}", "'{seed}'"), ("{seed: [1]}", "'.{seed}'"),
+    ("{task: ['..']}", "'{task}'"), ("{seed: [1]}", "'.{seed}'"),
 ])
 def test_run_folders_stay_inside_the_output_root(tmp_path, capsys, grid, run_name):
     """A label or run name that is `..`, empty, hidden or a path is refused when the spec is read."""

@@ -13,7 +13,7 @@ class FileLock:
 
     def _open(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "a+")
+        self.handle = open(self.path, "a+", encoding="utf-8")
 
     def try_exclusive(self) -> bool:
         """Take the lock exclusively if nobody holds it; False (and nothing held) when another process does."""

@@ -118,7 +118,7 @@ def match_published(rows, columns, published):
 
 def load_published(table):
     """The published table `table` (table2, Table 2, 2 ...) from published.json."""
-    data = json.loads(PUBLISHED_FILE.read_text())
+    data = json.loads(PUBLISHED_FILE.read_text(encoding="utf-8"))
     key = re.sub(r"\s+", "", str(table)).lower()
     key = f"table{key}" if key.isdigit() else key
     if key not in data or key.startswith("_"):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.files import atomic_write_json
+from hyperrestart.core.limits import loads_json, read_text_bounded
 from hyperrestart.p3.synthetic import TINY_SETTINGS
 
 UPSTREAM_ARGUMENTS = Path(__file__).resolve().parents[1] / "upstream" / "upstream_arguments.json"
@@ -50,10 +51,9 @@ RUNNERS = {
 
 def merge_config(config, overrides):
     """The JSON config with the overrides applied (later ones win)."""
-    try:
-        merged = json.loads(Path(config).read_text())
-    except ValueError as exc:
-        raise HyperrestartError(f"{config}: not valid JSON ({exc}); fix the config file") from None
+    merged = loads_json(read_text_bounded(config, "config"), f"config {config}")
+    if not isinstance(merged, dict):
+        raise HyperrestartError(f"config {config} must hold a JSON object, not {type(merged).__name__}")
     merged.update(overrides)
     return merged
 
@@ -66,7 +66,7 @@ def p3_runner_options():
 
 def recorded_upstream_arguments():
     """{upstream: set of training-argument names}, as recorded in upstream_arguments.json."""
-    data = json.loads(UPSTREAM_ARGUMENTS.read_text())
+    data = json.loads(UPSTREAM_ARGUMENTS.read_text(encoding="utf-8"))
     return {name: set(entry["fields"]) for name, entry in data.items() if not name.startswith("_")}
 
 

@@ -48,12 +48,7 @@ class RestartScheduler(CosineAnnealingWarmRestarts):
     """
 
     def __init__(self, optimizer, t_0=DEFAULT_T0, t_mult=DEFAULT_T_MULT, eta_min=DEFAULT_ETA_MIN, warmup_steps=0):
-        if int(t_0) != t_0 or t_0 < 1:
-            raise ValueError("restart T_0 must be a positive integer, got {!r}".format(t_0))
-        if int(t_mult) != t_mult or t_mult < 1:
-            raise ValueError("restart T_mult must be an integer >= 1, got {!r}".format(t_mult))
-        if warmup_steps < 0:
-            raise ValueError("restart warmup_steps must be >= 0, got {!r}".format(warmup_steps))
+        check_restart_arguments(t_0, t_mult, eta_min, warmup_steps)
         self.warmup_steps = int(warmup_steps)
         self.global_step = -1  # number of step() calls so far, minus the initial one torch makes
         super(RestartScheduler, self).__init__(optimizer, T_0=int(t_0), T_mult=int(t_mult), eta_min=eta_min)
@@ -70,8 +65,46 @@ class RestartScheduler(CosineAnnealingWarmRestarts):
         super(RestartScheduler, self).step()
 
 
+def _is_integer(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
+        and value not in (float("inf"), float("-inf"))
+
+
+def restart_argument_problems(t_0, t_mult, eta_min=DEFAULT_ETA_MIN, warmup_steps=0, learning_rate=None):
+    """One message per out-of-range restart setting (empty when all are valid): T_0 an integer >= 1, T_mult an
+    integer >= 1, eta_min a finite number >= 0 (and below the learning rate when given), warmup an integer >= 0.
+    Checked before any loop over cycles runs, so no setting can make one unbounded."""
+    problems = []
+    if not _is_integer(t_0) or t_0 < 1:
+        problems.append("restart_t0 (T_0) must be an integer >= 1, got {!r}".format(t_0))
+    if not _is_integer(t_mult) or t_mult < 1:
+        problems.append("restart_t_mult (T_mult) must be an integer >= 1, got {!r}".format(t_mult))
+    if not _is_number(eta_min) or eta_min < 0:
+        problems.append("eta_min must be a finite number >= 0, got {!r}".format(eta_min))
+    elif learning_rate is not None and _is_number(learning_rate) and eta_min >= learning_rate:
+        problems.append("eta_min ({!r}) must be below learning_rate ({!r}): the lr falls from learning_rate to "
+                        "eta_min in each cycle".format(eta_min, learning_rate))
+    if warmup_steps is not None and (not _is_integer(warmup_steps) or warmup_steps < 0):
+        problems.append("restart_warmup_steps must be an integer >= 0, got {!r}".format(warmup_steps))
+    return problems
+
+
+def check_restart_arguments(t_0, t_mult, eta_min=DEFAULT_ETA_MIN, warmup_steps=0, learning_rate=None):
+    """ValueError listing every out-of-range restart setting (restart_argument_problems)."""
+    problems = restart_argument_problems(t_0, t_mult, eta_min, warmup_steps, learning_rate)
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 def cycle_end_steps(t_0, t_mult, warmup_steps=0, up_to=None, count=None):
     """Step counts after which a cycle ends (the lr has just reached its minimum): W + T_0 (1 + m + ... + m^(n-1))."""
+    check_restart_arguments(t_0, t_mult, 0, warmup_steps)
+    if up_to is None and count is None:
+        raise ValueError("cycle_end_steps needs up_to or count, or it would never end")
     ends, total, length = [], warmup_steps, t_0
     while True:
         total += length
@@ -122,6 +155,7 @@ def restart_scheduler_from_args(optimizer, args, num_training_steps=None):
     t_mult = getattr(args, "restart_t_mult", DEFAULT_T_MULT)
     eta_min = getattr(args, "eta_min", DEFAULT_ETA_MIN)
     warmup = getattr(args, "restart_warmup_steps", 0) or 0
+    check_restart_arguments(t_0, t_mult, eta_min, warmup, getattr(args, "learning_rate", None))
     if num_training_steps:
         check_alignment(num_training_steps, t_0, t_mult, warmup)
     return RestartScheduler(optimizer, t_0=t_0, t_mult=t_mult, eta_min=eta_min, warmup_steps=warmup)
