@@ -198,6 +198,39 @@ def is_current(state, inputs):
         and {"patches": state.get("patches"), "overlay": state.get("overlay")} == inputs.fingerprint()
 
 
+def is_up_to_date(tree: Path, inputs, force, log=print) -> bool:
+    """Before anything is touched: whether the existing TREE is already the locked one. Refuses a tree that is not
+    hyperrestart's, and (without --force) one that is damaged or holds anything a rebuild would lose."""
+    name, dest = tree.name, tree.parent
+    if tree.is_symlink() or not tree.is_dir():
+        raise HyperrestartError(f"{tree} exists but is not a folder made by hyperrestart; move it away or choose "
+                                f"another --dest")
+    try:
+        state = read_state(tree)
+    except DamagedStateError:
+        if force:
+            return False  # the swap moves it, whole, to the backups
+        raise
+    if state is None:
+        raise HyperrestartError(f"{tree} exists but was not made by hyperrestart (no .git/{STATE_FILE}); "
+                                f"move it away or choose another --dest")
+    try:
+        _, changes = local_changes(tree, state)
+        if not changes and is_current(state, inputs):
+            upstream = inputs.upstream
+            log(f"{name}: up to date ({upstream.commit[:12]}, profile {inputs.profile}, "
+                f"tree {upstream.result_tree[inputs.profile][:12]})")
+            return True
+        risky = changes + outside_the_tree(tree, state)
+    except gitops.GitError as exc:
+        if force:
+            return False  # the swap moves it, whole, to the backups
+        raise damaged(tree, exc) from None
+    if risky and not force:
+        raise local_changes_error(tree, risky, name, dest)
+    return False
+
+
 def materialise_one(lock, name, dest: Path, profile, *, force=False, overrides=None, bundles=None, offline=False,
                     log=print):
     """Bring DEST/NAME to the locked state of `profile`. Returns 'up to date' or 'materialised'."""
@@ -209,32 +242,8 @@ def materialise_one(lock, name, dest: Path, profile, *, force=False, overrides=N
                                 f"run `python bootstrap.py lock` after changing patches or overlay")
     tree = dest / name
     if os.path.lexists(tree):
-        if tree.is_symlink() or not tree.is_dir():
-            raise HyperrestartError(f"{tree} exists but is not a folder made by hyperrestart; move it away or choose "
-                                    f"another --dest")
-        try:
-            state = read_state(tree)
-        except DamagedStateError:
-            if not force:
-                raise
-            state = None
-        else:
-            if state is None:
-                raise HyperrestartError(f"{tree} exists but was not made by hyperrestart (no .git/{STATE_FILE}); "
-                                        f"move it away or choose another --dest")
-        if state is not None:
-            try:
-                _, changes = local_changes(tree, state)
-                if not changes and is_current(state, inputs):
-                    log(f"{name}: up to date ({upstream.commit[:12]}, profile {profile}, tree {expected[:12]})")
-                    return "up to date"
-                risky = changes + outside_the_tree(tree, state)
-            except gitops.GitError as exc:
-                if not force:
-                    raise damaged(tree, exc) from None
-                risky = []  # --force: the swap moves it, whole, to the backups
-            if risky and not force:
-                raise local_changes_error(tree, risky, name, dest)
+        if is_up_to_date(tree, inputs, force, log):
+            return "up to date"
         _in_the_way(dest / f"{OLD_PREFIX}{name}", "the tree it replaces")
     with cached_commit(upstream, overrides=overrides, bundles=bundles, offline=offline, log=log) as cache:
         scratch = dest / f"{TMP_PREFIX}{name}-{os.getpid()}"
