@@ -27,7 +27,7 @@ def register(subparsers):
                              "(--set model_name_or_path=/models/t5); checked against the argument's type; repeatable")
     parser.add_argument("--nproc", type=int, default=None, help="processes (torch.distributed.run --nproc_per_node)")
     parser.add_argument("--tiny", action="store_true",
-                        help="the generated tiny T5 and GLUE/MRQA data, 16 steps, offline, CPU: a smoke run in "
+                        help="the generated tiny T5 and GLUE/MRQA data, 15 steps (a cycle end), offline, CPU: a smoke run in "
                              "seconds")
     parser.add_argument("--dest", help="folder holding the materialised trees (default: upstream/)")
     parser.add_argument("--output-dir", help="where the run writes (default: a new runs/<upstream>-<config>-<time>); "

@@ -66,7 +66,7 @@ def tiny_p3_data(cache_dir=None):
         prepare(folder / "source", folder / "prepared", tasks_file=folder / "tasks.txt", fmt="jsonl",
                 holdout=TINY_HOLDOUT, seed=0, progress=False, say=lambda text: None)
 
-    return _build_once(_tiny_root(cache_dir) / TINY_VERSION, build) / "prepared"
+    return _build_once(_tiny_root(cache_dir) / TINY_VERSION, build, "the tiny P3 data") / "prepared"
 
 
 # --- P3-shaped data -----------------------------------------------------------------------------------------------

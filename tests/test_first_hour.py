@@ -1,0 +1,75 @@
+"""A newcomer's first hour (issue 14): the quick start ends at a cycle end, says what its numbers mean, and is never
+silent for long."""
+import json
+import time
+
+import pytest
+
+from hyperrestart.core import progress
+from hyperrestart.upstream import training
+from hyperrestart.upstream.resolve import TINY_SETTINGS
+from hyperrestart.upstream.scheduler import cycle_end_steps
+
+
+def test_tiny_runs_end_at_a_cycle_end_and_evaluate_there():
+    steps = TINY_SETTINGS["max_steps"]
+    assert steps in cycle_end_steps(1, 2, 0, up_to=steps)  # the paper's T_0=1, T_mult=2: 1, 3, 7, 15, 31
+    assert steps % TINY_SETTINGS["eval_steps"] == 0 and steps % TINY_SETTINGS["save_steps"] == 0
+    config = {"lr_scheduler": "cosine_annual_w_restarts", "max_steps": steps}
+    assert training.alignment_warning(config) is None
+
+
+def test_a_mid_cycle_run_is_warned_about_on_the_console():
+    warning = training.alignment_warning({"lr_scheduler": "cosine_annual_w_restarts", "max_steps": 16})
+    assert warning.startswith("warning: max_steps=16 does NOT end at a cycle end") and "15 or 31" in warning
+    assert training.alignment_warning({"lr_scheduler": "linear", "max_steps": 16}) is None
+    assert training.alignment_warning({"lr_scheduler": "cosine_annual_w_restarts", "max_steps": -1}) is None
+
+
+def test_the_result_comes_with_what_to_expect(tmp_path):
+    (tmp_path / "eval_results.json").write_text(json.dumps(
+        {"rte_eval_loss": 340.7, "rte_eval_acc": 0.0, "cola_eval_loss": 393.1, "eval_average_metrics": 0.0}))
+    (tmp_path / "test_results.json").write_text("{broken")
+    text = training.result_text(tmp_path, tiny=True)
+    assert "result:       eval_results.json: eval_average_metrics 0; loss 340.7-393.1" in text
+    assert "test_results.json" not in text and "what to expect: --tiny checks that the pipeline runs" in text
+    assert "what to expect: configs/README.md" in training.result_text(tmp_path, tiny=False)
+    assert "result:       no eval_results.json" in training.result_text(tmp_path / "missing", tiny=False)
+
+
+def test_progress_speaks_up_when_the_trainer_is_silent(capsys):
+    bar = "{:3d}%|##########| {}/{} [00:01<00:00,  4.03it/s]"
+    run = training.Progress(16, every=0.2)
+    try:
+        run.feed("Generating train split: 300 examples [00:00, 9721.19 examples/s]")
+        time.sleep(0.6)
+        run.feed(bar.format(12, 2, 16))
+        time.sleep(0.6)
+        run.feed(bar.format(50, 1, 7))  # an evaluation's bar
+        time.sleep(0.6)
+        run.feed(bar.format(100, 16, 16))
+        time.sleep(0.6)
+    finally:
+        run.close()
+    lines = capsys.readouterr().out.splitlines()
+    phases = [line.split(" (")[0].strip() for line in lines if not line.startswith("step ")]
+    assert phases[0] == "starting: preparing the data"
+    assert "training" in phases and "evaluating" in phases
+    assert phases[-1] == "finishing: final evaluation, test and saving"
+    assert "step 2/16" in lines and "step 16/16" in lines
+
+
+def test_generating_the_tiny_files_says_so(tmp_path, capsys, monkeypatch):
+    from hyperrestart.upstream.tiny import _build_once
+    monkeypatch.setattr(progress, "QUIET_LIMIT", 0.3)
+
+    def slow_build(folder):
+        time.sleep(0.8)
+        (folder / "made").write_text("x")
+    assert (_build_once(tmp_path / "thing", slow_build, "the tiny thing") / "made").exists()
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"generating the tiny thing (once; cached in {tmp_path / 'thing'}) ..."
+    assert any(line.startswith("  still generating the tiny thing") for line in err)
+    assert err[-1].startswith("generating the tiny thing (once;") and "done in" in err[-1]
+    _build_once(tmp_path / "thing", slow_build, "the tiny thing")  # cached: not a word
+    assert capsys.readouterr().err == ""
