@@ -73,3 +73,76 @@ def test_generating_the_tiny_files_says_so(tmp_path, capsys, monkeypatch):
     assert err[-1].startswith("generating the tiny thing (once;") and "done in" in err[-1]
     _build_once(tmp_path / "thing", slow_build, "the tiny thing")  # cached: not a word
     assert capsys.readouterr().err == ""
+
+
+# --- run --repeat ----------------------------------------------------------------------------------------------------
+def _threads_tree(tmp_path):
+    """A fake upstream whose results depend on OMP_NUM_THREADS, as a real CPU run's do."""
+    import test_run
+    from hyperrestart.upstream import registry
+    dest = tmp_path / "dest"
+    body = test_run.FAKE_TRAINER + ('json.dump({"eval_acc": 1 / int(os.environ.get("OMP_NUM_THREADS", "7"))}, '
+                                    'open(os.path.join(out, "eval_results.json"), "w"))\n')
+    test_run._fake_tree(dest, registry.UPSTREAMS["hyperdecoders"], body=body)
+    return dest, test_run.RESTART
+
+
+def test_a_run_records_what_repeats_it_and_repeat_is_exact(tmp_path, monkeypatch, capsys):
+    import sys
+    from hyperrestart import cli
+    from hyperrestart.upstream.repeat import RUN_RECORD
+    dest, config = _threads_tree(tmp_path)
+    out = tmp_path / "runs" / "first"
+    common = ["--dest", str(dest), "--python", sys.executable]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    assert cli.main(["run", str(config), *common, "--output-dir", str(out), "--set", "max_steps=7",
+                     "--set", "save_steps=7", "--set", "data_dir=/data/glue"]) == 0
+    record = json.loads((out / RUN_RECORD).read_text())
+    assert record["env"]["OMP_NUM_THREADS"] == "3" and record["env"]["PYTHONHASHSEED"] is None
+    assert record["seed"] == 42 and record["set"] == ["max_steps=7", "save_steps=7", "data_dir=/data/glue"]
+    assert record["versions"]["python"] == sys.version.split()[0] and record["versions"]["torch"]
+    assert record["machine"]["cpu_count"] and record["upstream_tree"]
+    capsys.readouterr()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # another shell: the repeat restores the recorded 3 threads
+    monkeypatch.setenv("PYTHONHASHSEED", "5")  # and unsets what was unset
+    assert cli.main(["run", "--repeat", str(out), *common]) == 0
+    printed = capsys.readouterr().out
+    again = out.with_name("first-repeat")
+    assert json.loads((again / "eval_results.json").read_text()) == {"eval_acc": 1 / 3}
+    assert f"repeat:       equal to {out} bit for bit" in printed
+    assert json.loads((again / "hyperrestart_config.json").read_text())["max_steps"] == 7
+    # a result that differs is an error naming it
+    (out / "eval_results.json").write_text(json.dumps({"eval_acc": 0.5}))
+    assert cli.main(["run", "--repeat", str(out), *common, "--output-dir", str(tmp_path / "third")]) == 1
+    assert "differs from" in capsys.readouterr().err
+
+
+def test_repeat_refuses_what_it_cannot_repeat(tmp_path, capsys):
+    from hyperrestart import cli
+    dest, config = _threads_tree(tmp_path)
+    (tmp_path / "old").mkdir()
+    assert cli.main(["run", "--repeat", str(tmp_path / "old")]) == 1
+    assert "holds no hyperrestart_run.json" in capsys.readouterr().err
+    assert cli.main(["run", "--repeat", str(tmp_path / "old"), "--set", "max_steps=3"]) == 1
+    assert "drop --set, --tiny and --resume" in capsys.readouterr().err
+    assert cli.main(["run"]) == 1 and "give a CONFIG to run, or --repeat RUN_DIR" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # two real tiny training runs (a minute or more each on a busy CPU)
+def test_a_tiny_run_repeats_bit_for_bit(tmp_path):
+    import test_run
+    test_run._real_or_skip("hyperdecoders")
+    out = tmp_path / "tiny"
+    test_run._run_tiny("hyperdecoders/glue_restart.json", out)
+    import subprocess
+    import sys
+    from hyperrestart.core.paths import PROJECT_ROOT
+    result = subprocess.run([sys.executable, "-m", "hyperrestart.cli", "run", "--repeat", str(out), "--output-dir",
+                             str(tmp_path / "again")], capture_output=True, text=True, timeout=900, cwd=PROJECT_ROOT,
+                            env=dict(__import__("os").environ, OMP_NUM_THREADS="2"))  # restored to the run's 1
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"repeat:       equal to {out} bit for bit" in result.stdout
+    assert (out / "lr_trace.csv").read_bytes() == (tmp_path / "again" / "lr_trace.csv").read_bytes()
+    for name in ("eval_results.json", "test_results.json"):
+        assert json.loads((out / name).read_text()) == json.loads((tmp_path / "again" / name).read_text())

@@ -68,6 +68,7 @@ class RunRequest:
     python: str = None
     verbose: bool = False
     quiet: bool = False
+    repeat: str = None  # a run folder to repeat with its recorded settings (upstream/repeat.py)
 
 
 def resolve(request, spec=None, upstream=None, config=None) -> Resolved:

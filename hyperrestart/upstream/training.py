@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.files import atomic_write_json
-from hyperrestart.upstream import arguments, lr_trace, registry, run_folder
+from hyperrestart.upstream import arguments, lr_trace, registry, repeat, run_folder
 from hyperrestart.upstream.resolve import resolve
 from hyperrestart.upstream.tiny import OFFLINE_ENV
 
@@ -153,6 +153,9 @@ def run(request) -> int:
     """Train: resolve and check the config before anything slow, prepare the run folder, run the upstream's script
     in its env with progress, then summarise (lr trace, restarts, metrics, checkpoints). request: resolve.RunRequest."""
     from hyperrestart.upstream.envs import python_for
+    recorded = None
+    if request.repeat:
+        request, recorded = repeat.repeat_request(request)
     if request.resume and not request.output_dir:
         raise HyperrestartError("--resume needs --output-dir: the folder of the run to continue")
     upstream = registry.upstream_for_config(request.config, request.upstream)
@@ -166,7 +169,16 @@ def run(request) -> int:
     config_file, header = write_run_config(resolved, checkpoint)
     cmd = registry.command(upstream, python, config_file, request.nproc)
     output_dir = resolved.output_dir
-    env = run_env(upstream, tree, resolved.config, output_dir, request.tiny)
+    env = run_env(upstream, tree, resolved.config, output_dir, request.tiny or (recorded or {}).get("tiny_env"))
+    if recorded:
+        repeat.apply_env(env, recorded["env"])
+    if checkpoint is None:
+        made = repeat.record(output_dir, request, resolved, env, python, tree, request.tiny or recorded is not None
+                             and recorded.get("tiny_env"))
+        changed = repeat.differences(recorded, made) if recorded else []
+        if changed:
+            print("warning: repeating with another setup, so the numbers may differ: " + "; ".join(changed),
+                  flush=True)
     log_path = output_dir / "train.log"
     mode = "verbose" if request.verbose else "quiet" if request.quiet else "default"
     print(f"running {upstream.name} in {tree / upstream.workdir}" + (f" from {checkpoint.name}" if checkpoint else "")
@@ -181,7 +193,9 @@ def run(request) -> int:
     print(f"finished in {time.monotonic() - started:.0f}s with exit code {returncode}")
     summarize(output_dir, resolved.config, log_text)
     if returncode == 0:
-        print(result_text(output_dir, request.tiny))
+        print(result_text(output_dir, request.tiny or (recorded or {}).get("tiny_env")))
+        if recorded:
+            print(repeat.check_repeat(Path(request.repeat), output_dir))
     if returncode != 0:
         tail = "" if request.verbose else "\n  ".join([":"] + log_text.rstrip().splitlines()[-15:])
         raise HyperrestartError(f"{upstream.script} exited with {returncode}; see {log_path}{tail}")
