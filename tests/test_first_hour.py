@@ -76,6 +76,8 @@ def test_generating_the_tiny_files_says_so(tmp_path, capsys, monkeypatch):
 
 
 # --- run --repeat ----------------------------------------------------------------------------------------------------
+
+
 def _threads_tree(tmp_path):
     """A fake upstream whose results depend on OMP_NUM_THREADS, as a real CPU run's do."""
     import test_run
@@ -146,3 +148,51 @@ def test_a_tiny_run_repeats_bit_for_bit(tmp_path):
     assert (out / "lr_trace.csv").read_bytes() == (tmp_path / "again" / "lr_trace.csv").read_bytes()
     for name in ("eval_results.json", "test_results.json"):
         assert json.loads((out / name).read_text()) == json.loads((tmp_path / "again" / name).read_text())
+
+
+# --- env: quiet on success -------------------------------------------------------------------------------------------
+PIP_OUTPUT = """Looking in indexes: https://pypi.org/simple
+Requirement already satisfied: torch>=2.1 in /base/site-packages (2.13.0+cpu)
+Requirement already satisfied: regex in /base/site-packages (2024.1)
+Collecting protobuf==3.20.3 (from -r requirements/hyperformer.txt (line 14))
+  Downloading protobuf-3.20.3-py2.py3-none-any.whl (162 kB)
+Installing collected packages: protobuf
+  Attempting uninstall: protobuf
+    Found existing installation: protobuf 7.36.2
+    Not uninstalling protobuf at /base/site-packages, outside environment /venvs/hyperformer
+ERROR: pip's dependency resolver does not currently take into account all the packages that are installed. This behaviour is the source of the following dependency conflicts.
+tensorboard 2.21.0 requires protobuf<8.0.0,>=6.31.1, but you have protobuf 3.20.3 which is incompatible.
+Successfully installed protobuf-3.20.3
+"""
+
+
+def test_pip_is_quiet_on_success_and_explains_the_base_pythons_conflict(tmp_path):
+    from hyperrestart.upstream import envs
+    fake = tmp_path / "fake_pip.py"
+    fake.write_text(f"print({PIP_OUTPUT!r}, end='')\n", encoding="utf-8")
+    shown = []
+    lines = envs._pip([__import__("sys").executable, str(fake)], tmp_path / "pip.log", False, shown.append)
+    assert shown == ["  Collecting protobuf==3.20.3", "  Installing collected packages: protobuf"]
+    assert (tmp_path / "pip.log").read_text(encoding="utf-8").endswith(PIP_OUTPUT)
+    venv = tmp_path / "venv"
+    (venv / "lib" / "python3.11" / "site-packages" / "protobuf-3.20.3.dist-info").mkdir(parents=True)
+    summary = envs.pip_summary(lines, venv, tmp_path / "hyperformer.txt")
+    assert summary[0] == ("installed protobuf-3.20.3; 2 requirements already satisfied (the base python's packages "
+                          "are reused)")
+    assert summary[1].startswith("note: the base python's tensorboard 2.21.0 wants protobuf<8.0.0,>=6.31.1; this env "
+                                 "pins protobuf 3.20.3 (hyperformer.txt says why)")
+    assert len(summary) == 2 and not any(line.startswith("ERROR") for line in summary)
+    # a conflict between the env's own packages is not explained away
+    own = [line.replace("tensorboard 2.21.0", "protobuf 3.20.3") for line in lines]
+    assert envs.pip_summary(own, venv, tmp_path / "hyperformer.txt")[1].startswith("warning: pip reports a conflict")
+
+
+def test_a_failing_pip_shows_its_end_and_its_log(tmp_path):
+    from hyperrestart.core.errors import HyperrestartError
+    from hyperrestart.upstream import envs
+    fake = tmp_path / "fake_pip.py"
+    fake.write_text("print('Collecting nothing==9')\nprint('ERROR: No matching distribution found')\nraise "
+                    "SystemExit(1)\n", encoding="utf-8")
+    with pytest.raises(HyperrestartError, match=r"pip install failed \(exit 1\); pip's output is in .*pip.log; its "
+                                                r"end:\n  Collecting nothing==9\n  ERROR: No matching distribution"):
+        envs._pip([__import__("sys").executable, str(fake)], tmp_path / "pip.log", False, lambda *_: None)
