@@ -196,3 +196,20 @@ def test_a_failing_pip_shows_its_end_and_its_log(tmp_path):
     with pytest.raises(HyperrestartError, match=r"pip install failed \(exit 1\); pip's output is in .*pip.log; its "
                                                 r"end:\n  Collecting nothing==9\n  ERROR: No matching distribution"):
         envs._pip([__import__("sys").executable, str(fake)], tmp_path / "pip.log", False, lambda *_: None)
+
+
+# --- sweep: each run's result -----------------------------------------------------------------------------------
+def test_a_sweep_run_reports_its_result(tmp_path):
+    from hyperrestart.sweep.jobs import Job, result_text
+    from hyperrestart.sweep.spec import Run
+    p3 = tmp_path / "p3"
+    p3.mkdir()
+    (p3 / "eval_log.csv").write_text("step,rougeL_micro,rougeL_macro\n0,1.5,1.0\n255,27.125,26.0\n")
+    glue = tmp_path / "glue"
+    glue.mkdir()
+    (glue / "test_results.json").write_text(json.dumps({"test_average_metrics": 71.25, "rte_test_loss": 3.0}))
+    run = Run.__new__(Run)
+    assert result_text(Job("s", "p3", run, str(p3), [], {})) == "Rouge-L 27.12 at step 255"
+    assert result_text(Job("s", "run", run, str(glue), [], {})) == "test_results.json: test_average_metrics 71.25"
+    assert result_text(Job("s", "run", run, str(tmp_path), [], {})) == "no metrics file"
+    assert result_text(Job("s", "p3", run, str(tmp_path), [], {})).startswith("no Rouge-L (")

@@ -359,6 +359,12 @@ def test_relaunch_skips_finished_runs(tiny_sweep, capsys):
     assert cli_main(["sweep", str(SMOKE), "--tiny", "--launch", "local", "--output-root", str(tiny_sweep)]) == 0
     out = capsys.readouterr().out
     assert "0 run, 4 skipped (finished), 4 in all" in out and out.count("finished already, skipped") == 4
+    # the result per arm, what to expect of it, and the command that writes the report
+    assert "Rouge-L on the eval split, mean ± std over seeds:" in out
+    assert re.search(r"\n  no_restart: \d+\.\d\d ± \d+\.\d\d \(2 runs\)\n", out), out
+    assert re.search(r"\n  restart: \d+\.\d\d ± \d+\.\d\d \(2 runs\), [+-]\d+\.\d\d vs no_restart\n", out), out
+    assert "what to expect: a tiny run" in out
+    assert f"tables and curves: hyperrestart report {tiny_sweep} --out {tiny_sweep / 'report'}" in out
     assert {p: p.stat().st_mtime_ns for p in markers} == markers
     assert cli_main(["sweep", str(SMOKE), "--tiny", "--list", "--output-root", str(tiny_sweep)]) == 0
     assert capsys.readouterr().out.count("\tfinished\t") == 4

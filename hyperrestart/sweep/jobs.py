@@ -141,8 +141,24 @@ def execute(job, quiet=False):
         atomic_write_json(run_dir / COMPLETE_MARKER, dict(info, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
                                                            seconds=round(elapsed, 1)))
     if not quiet:
-        print(f"[{job.run.index}] {job.run.name}: done in {elapsed:.1f}s", flush=True)
+        print(f"[{job.run.index}] {job.run.name}: done in {elapsed:.1f}s; {result_text(job)}", flush=True)
     return "done"
+
+
+def result_text(job):
+    """A finished run's headline result in a few words: the P3 runner's last Rouge-L, or a `run`'s average metric."""
+    run_dir = Path(job.run_dir)
+    if job.runner == "p3":
+        from hyperrestart.p3.metrics import summarize
+        try:
+            final = summarize(run_dir)["final"]
+        except (HyperrestartError, KeyError, ValueError) as exc:
+            return f"no Rouge-L ({exc})"
+        return f"Rouge-L {final['rougeL_micro']:.2f} at step {int(final['step'])}"
+    from hyperrestart.upstream.training import headline_metrics
+    found = headline_metrics(run_dir)
+    return "; ".join(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+                     for name, metrics in found.items()) or "no metrics file"
 
 
 def execute_submitted(job):

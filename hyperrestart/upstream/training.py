@@ -243,15 +243,7 @@ def result_text(output_dir: Path, tiny):
     """The run's headline metrics (averages, else every non-loss number) from its results files, and what to expect
     of them."""
     lines = []
-    for name in RESULT_FILES:
-        try:
-            metrics = json.loads((output_dir / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and "loss" not in k
-                   and not k.endswith(("runtime", "per_second", "samples"))}
-        shown = {k: v for k, v in numbers.items() if "average" in k} or numbers
-        losses = [v for k, v in metrics.items() if "loss" in k and isinstance(v, (int, float))]
+    for name, (shown, losses) in _results(output_dir).items():
         text = ", ".join(f"{k} {v:.4g}" for k, v in list(shown.items())[:8])
         if losses:
             text += f"; loss {min(losses):.4g}-{max(losses):.4g}" if len(losses) > 1 else f"; loss {losses[0]:.4g}"
@@ -259,3 +251,23 @@ def result_text(output_dir: Path, tiny):
     if not lines:
         lines.append("result:       no eval_results.json or test_results.json (do_eval/do_test off?)")
     return "\n".join(lines + [TINY_EXPECTATION if tiny else FULL_EXPECTATION])
+
+
+def _results(output_dir: Path) -> dict:
+    """{results file: (headline metrics: the averages, else every non-loss number; [losses])} of a run folder."""
+    found = {}
+    for name in RESULT_FILES:
+        try:
+            metrics = json.loads((Path(output_dir) / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                   and "loss" not in k and not k.endswith(("runtime", "per_second", "samples"))}
+        found[name] = ({k: v for k, v in numbers.items() if "average" in k} or numbers,
+                       [v for k, v in metrics.items() if "loss" in k and isinstance(v, (int, float))])
+    return found
+
+
+def headline_metrics(output_dir: Path) -> dict:
+    """{results file: its headline metrics} (see _results)."""
+    return {name: shown for name, (shown, _) in _results(output_dir).items()}
