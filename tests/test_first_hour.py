@@ -213,3 +213,21 @@ def test_a_sweep_run_reports_its_result(tmp_path):
     assert result_text(Job("s", "run", run, str(glue), [], {})) == "test_results.json: test_average_metrics 71.25"
     assert result_text(Job("s", "run", run, str(tmp_path), [], {})) == "no metrics file"
     assert result_text(Job("s", "p3", run, str(tmp_path), [], {})).startswith("no Rouge-L (")
+
+
+# --- report --published: the paper's row order ----------------------------------------------------------------------
+def test_published_report_lists_arms_in_the_papers_row_order(tmp_path):
+    from test_report import p3_run
+    from hyperrestart.cli import main
+    root = tmp_path / "p3"
+    arms = ["hyperdecoder_restart", "t5_restart", "extra_arm", "hyperdecoder_no_restart", "t5_no_restart"]
+    for index, arm in enumerate(arms):
+        p3_run(root, f"{arm}_seed1", arm, 1, 60.0 + index, index, report_cfg={})
+    out = tmp_path / "out"
+    assert main(["report", str(root), "--published", "table2", "--out", str(out), "--no-figures"]) == 0
+    table = (out / "table.md").read_text()
+    listed = [line.split(" | ")[0][2:] for line in table.splitlines() if line.startswith("| ") and " | 1 | " in line]
+    assert listed == ["t5_no_restart", "t5_restart", "hyperdecoder_no_restart", "hyperdecoder_restart", "extra_arm"]
+    assert main(["report", str(root), "--out", str(tmp_path / "plain"), "--no-figures"]) == 0
+    plain = (tmp_path / "plain" / "table.md").read_text()
+    assert [line.split(" | ")[0][2:] for line in plain.splitlines() if " | 1 | " in line] == arms  # the runs' order

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.files import atomic_write_text
-from hyperrestart.report.aggregate import aggregate, load_published, match_published
+from hyperrestart.report.aggregate import aggregate, load_published, match_published, order_as_published
 from hyperrestart.report.figures import plot_curves
 from hyperrestart.report.runs import AVERAGE, P3_METRIC, choose_split, load_runs
 from hyperrestart.report.tables import markdown_table, runs_csv, table_csv
@@ -27,6 +27,8 @@ def build_report(paths, out=None, published=None, split=None, select="last", dig
     published_data = load_published(table) if published and table else None
     columns, rows = aggregate(results, with_loss)
     notes = match_published(rows, columns, published_data) if published_data else []
+    if published_data:
+        rows = order_as_published(rows, published_data)
     sources = sorted({r.extra["source"] for r in results})
     notes.insert(0, f"scores: the {split} split of every run (from {', '.join(sources)})")
     if skipped:

@@ -10,6 +10,7 @@ from pathlib import Path
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.files import atomic_write_json
 from hyperrestart.core.locks import FileLock
+from hyperrestart.core.progress import Heartbeat
 from hyperrestart.core.paths import PROJECT_ROOT
 from hyperrestart.sweep.runners import RUNNERS, expand_env
 from hyperrestart.sweep.spec import Run
@@ -129,7 +130,7 @@ def execute(job, quiet=False):
         started = time.monotonic()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [str(PROJECT_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-        with open(run_dir / RUN_LOG, "ab") as log:
+        with open(run_dir / RUN_LOG, "ab") as log, Heartbeat(_progress_line(job, quiet)):
             log.write(f"$ {shlex.join(command)}\n".encode())
             log.flush()
             code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
@@ -143,6 +144,22 @@ def execute(job, quiet=False):
     if not quiet:
         print(f"[{job.run.index}] {job.run.name}: done in {elapsed:.1f}s; {result_text(job)}", flush=True)
     return "done"
+
+
+def _progress_line(job, quiet):
+    """The heartbeat of a running job: its log's last line (the runner's latest step or evaluation)."""
+    def say(elapsed):
+        if quiet:
+            return
+        try:
+            with open(Path(job.run_dir) / RUN_LOG, "rb") as handle:
+                handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
+                tail = handle.read().decode("utf-8", "replace").replace("\r", "\n").strip().splitlines()
+        except OSError:
+            tail = []
+        last = tail[-1].strip() if tail else "starting"
+        print(f"  [{job.run.index}] {elapsed:.0f}s: {last[:110]}", flush=True)
+    return say
 
 
 def result_text(job):
