@@ -231,3 +231,14 @@ def test_published_report_lists_arms_in_the_papers_row_order(tmp_path):
     assert main(["report", str(root), "--out", str(tmp_path / "plain"), "--no-figures"]) == 0
     plain = (tmp_path / "plain" / "table.md").read_text()
     assert [line.split(" | ")[0][2:] for line in plain.splitlines() if " | 1 | " in line] == arms  # the runs' order
+
+
+def test_a_tiny_sweeps_config_says_it_is_tiny(tmp_path):
+    from hyperrestart.sweep.runners import merge_config
+    from hyperrestart.sweep.spec import parse_spec
+    from hyperrestart.core.paths import PROJECT_ROOT
+    spec = parse_spec(PROJECT_ROOT / "sweeps" / "smoke_p3.yaml", tiny=True)
+    merged = merge_config(spec.runs[0].config, spec.runs[0].overrides)
+    assert merged["_note"].startswith("hyperrestart sweep --tiny: a CPU smoke test")
+    assert "lr 0.003, 32/8 tokens, batch 16, 255 steps evaluated every 51 on 800 examples" in merged["_note"]
+    assert "Table 2" not in merged["_note"] and merged["learning_rate"] == 0.003

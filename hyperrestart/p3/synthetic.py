@@ -37,7 +37,7 @@ TINY_SETTINGS = {
     "max_steps": 255, "scheduler_step_unit": 1, "eval_steps": 51, "eval_at_start": True, "learning_rate": 3e-3,
     "per_device_train_batch_size": 16, "per_device_eval_batch_size": 64, "max_source_length": 32,
     "max_target_length": 8, "generation_max_new_tokens": 8, "max_eval_samples": 800, "save_steps": 0,
-    "save_total_limit": 1, "progress": False, "report_to": "none", "bf16": "no", "logging_steps": 1,
+    "save_total_limit": 1, "progress": True, "report_to": "none", "bf16": "no", "logging_steps": 1,
 }
 
 # What a tiny P3 run's Rouge-L means (printed after a tiny sweep; the README says the same); measured: see the README.
