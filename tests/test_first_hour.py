@@ -242,3 +242,45 @@ def test_a_tiny_sweeps_config_says_it_is_tiny(tmp_path):
     assert merged["_note"].startswith("hyperrestart sweep --tiny: a CPU smoke test")
     assert "lr 0.003, 32/8 tokens, batch 16, 255 steps evaluated every 51 on 800 examples" in merged["_note"]
     assert "Table 2" not in merged["_note"] and merged["learning_rate"] == 0.003
+
+
+# --- plots: legends cover no curve, the lr is in the legend and visible ------------------------------------------
+def _legend_below_axes(fig, axes):
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend = axes.get_legend()
+    return legend.get_window_extent(renderer).y1 <= axes.get_window_extent(renderer).y0, \
+        [text.get_text() for text in legend.get_texts()]
+
+
+def test_report_curves_legend_is_below_the_plot_and_names_the_lr(tmp_path):
+    import matplotlib.pyplot as plt
+    from test_report import p3_run
+    from hyperrestart.report import aggregate, figures, runs
+    root = tmp_path / "sweep"
+    for i, (arm, seed) in enumerate([("no_restart", 1), ("no_restart", 2), ("restart", 1), ("restart", 2)]):
+        p3_run(root, f"{arm}_seed-{seed}", arm, seed, 60.0 + i, i)
+    results, _ = runs.choose_split(runs.load_runs([root], warn=lambda m: None), "auto", lambda m: None, [])
+    _, rows = aggregate.aggregate(results)
+    fig = figures.draw_curves(rows, figures.curve_bands(rows, "metric"), "metric")
+    below, labels = _legend_below_axes(fig, fig.axes[0])
+    assert below, "the legend overlaps the plot"
+    assert labels == ["no_restart (n=2)", "restart (n=2)", "no_restart: lr", "restart: lr"]
+    low, high = fig.axes[1].get_ylim()  # the lr axis: from 0, the highest lr (1e-4) well below the top
+    assert low == 0 and high == pytest.approx(1.15e-4)
+    plt.close(fig)
+
+
+def test_plot_lr_legend_leaves_the_last_cycle_free(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    from hyperrestart.upstream import lr_plot
+    from hyperrestart.upstream.scheduler import lr_schedule
+    seen = {}
+    monkeypatch.setattr(plt, "close", lambda fig: seen.setdefault("fig", fig))
+    config = {"lr_scheduler": "constant", "learning_rate": 3e-4}
+    lr_plot.plot(lr_schedule(config, 31), config, 31, tmp_path / "constant.png")
+    fig = seen["fig"]
+    below, labels = _legend_below_axes(fig, fig.axes[0])
+    assert below and labels == ["lr used by the step", "max_steps=31"]
+    low, high = fig.axes[0].get_ylim()
+    assert low == 0 and high == pytest.approx(3e-4 * 1.15)  # a constant lr: a line at 87% height, not the border
