@@ -93,10 +93,10 @@ def draw_curves(rows, bands, kind, title=None, metric_label="metric"):
         lr_ax.set_ylim(0, lr_top * 1.15)
     low, high = ax.get_ylim()
     ax.set_ylim(low, high + 0.05 * (high - low))
-    from hyperrestart.upstream.lr_plot import legend_below
-    legend_below(fig, ax, lr_ax)
     name = "evaluation" if kind == "metric" else "training loss"
     ax.set_title(f"{title or name}\nline: mean over seeds; band: min–max over seeds", fontsize="medium")
+    from hyperrestart.upstream.lr_plot import legend_below
+    legend_below(fig, ax, lr_ax)  # last: it lays the figure out around the title and the legend
     return fig
 
 
