@@ -157,7 +157,8 @@ def _progress_line(job, quiet):
                 tail = handle.read().decode("utf-8", "replace").replace("\r", "\n").strip().splitlines()
         except OSError:
             tail = []
-        last = tail[-1].strip() if tail else "starting"
+        last = tail[-1].strip() if tail else ""
+        last = "starting" if not last or last.startswith("$ ") else last
         print(f"  [{job.run.index}] {elapsed:.0f}s: {last[:110]}", flush=True)
     return say
 
