@@ -228,7 +228,7 @@ def alignment_warning(config):
     return "warning: " + alignment_text(config, max_steps) + " Set it with --set max_steps=N."
 
 
-RESULT_FILES = ("eval_results.json", "test_results.json")
+RESULT_FILES = ("eval_results.json", "val_results.json", "test_results.json")  # val_: hyperformer
 # What a --tiny run's numbers mean (README "Quick start" says the same).
 TINY_EXPECTATION = """what to expect: --tiny checks that the pipeline runs, not that it learns.
   A random d_model-32 T5 trained 15 steps (frozen, adapters only) generates no valid label yet: every accuracy, F1
