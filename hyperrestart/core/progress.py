@@ -37,10 +37,11 @@ class Heartbeat:
 
 
 @contextlib.contextmanager
-def announce(what, stream=None):
-    """Print `what...` now, `  still what (Ns)` while it lasts, and `what: done in Ns` at the end (on stderr)."""
+def announce(what, detail="", stream=None):
+    """Print `what (detail) ...` now, `  still what (Ns)` while it lasts, and `what: done in Ns` at the end
+    (on stderr)."""
     stream = stream or sys.stderr
-    print(f"{what} ...", file=stream, flush=True)
+    print(f"{what}{f' ({detail})' if detail else ''} ...", file=stream, flush=True)
     with Heartbeat(lambda t: print(f"  still {what} ({t:.0f}s)", file=stream, flush=True)) as beat:
         yield beat
     print(f"{what}: done in {time.monotonic() - beat.started:.0f}s", file=stream, flush=True)

@@ -262,7 +262,7 @@ def _build_once(final: Path, build, what=None):
     if (final / ".complete").exists():
         return final
     from hyperrestart.core.progress import announce
-    with announce(f"generating {what or final.name} (once; cached in {final})"):
+    with announce(f"generating {what or final.name}", f"once; cached in {final}"):
         return _build_into(final, build)
 
 
