@@ -19,7 +19,7 @@ TRAIN = [
     "matplotlib",
 ]
 CLUSTER = ["submitit>=1.5", "PyYAML>=6"]
-TEST = ["pytest>=8"]
+TEST = ["pytest>=8", "pytest-xdist>=3"]
 
 setup(
     name="hyperrestart",

@@ -98,11 +98,12 @@ def test_a_run_records_what_repeats_it_and_repeat_is_exact(tmp_path, monkeypatch
     common = ["--dest", str(dest), "--python", sys.executable]
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    (tmp_path / "glue").mkdir()
     assert cli.main(["run", str(config), *common, "--output-dir", str(out), "--set", "max_steps=7",
-                     "--set", "save_steps=7", "--set", "data_dir=/data/glue"]) == 0
+                     "--set", "save_steps=7", "--set", f"data_dir={tmp_path / 'glue'}"]) == 0
     record = json.loads((out / RUN_RECORD).read_text())
     assert record["env"]["OMP_NUM_THREADS"] == "3" and record["env"]["PYTHONHASHSEED"] is None
-    assert record["seed"] == 42 and record["set"] == ["max_steps=7", "save_steps=7", "data_dir=/data/glue"]
+    assert record["seed"] == 42 and record["set"] == ["max_steps=7", "save_steps=7", f"data_dir={tmp_path / 'glue'}"]
     assert record["versions"]["python"] == sys.version.split()[0] and record["versions"]["torch"]
     assert record["machine"]["cpu_count"] and record["upstream_tree"]
     capsys.readouterr()

@@ -89,6 +89,7 @@ def full_run(setup):
     return out, train(setup, out)
 
 
+@pytest.mark.slow  # P3 runner training runs (~15-25 s)
 def test_loss_falls_lr_follows_eq5_and_eval_files(full_run):
     out, log = full_run
     rows = read_csv(out / "train_log.csv")
@@ -115,6 +116,7 @@ def test_loss_falls_lr_follows_eq5_and_eval_files(full_run):
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-30", "checkpoint-35"]  # save_total_limit 2
 
 
+@pytest.mark.slow  # P3 runner training runs (~15-25 s)
 def test_resume_matches_uninterrupted_run(setup, full_run):
     out = setup["root"] / "resumed"
     train(setup, out, "--stop_at_step", 15)
@@ -129,6 +131,7 @@ def test_resume_matches_uninterrupted_run(setup, full_run):
            [{k: r[k] for k in keep} for r in read_csv(full_run[0] / "eval_log.csv")]
 
 
+@pytest.mark.slow  # P3 runner training runs (~15-25 s)
 def test_two_processes_train_the_same_run_as_one(setup, capfd):
     """`hyperrestart p3 --nproc-per-node 2` (torchrun, gloo on CPU) vs one process, same global batch of 8, no dropout:
     the same examples per optimizer step, the same lr sequence, the all-reduced loss, an eval at the last step."""
@@ -269,6 +272,7 @@ def hyperdecoder_unusable_reason():
     return None
 
 
+@pytest.mark.slow  # P3 runner training runs (~15-25 s)
 def test_hyperdecoder_arm(setup):
     reason = hyperdecoder_unusable_reason()
     if reason:

@@ -185,7 +185,7 @@ state_file = os.path.join(cfg["model_name_or_path"], "trainer_state.json")
 if os.path.isfile(state_file):  # Trainer.train(model_path=checkpoint): continue from its state
     state = json.load(open(state_file))
     start, hist = state["global_step"], state["log_history"]
-lr, total = cfg["learning_rate"], cfg["max_steps"]
+lr, total = cfg["learning_rate"], cfg["max_steps"] if cfg.get("do_train", True) else 0
 for step in range(start + 1, total + 1):
     t_cur, t_i = step, 1  # SGDR T_0=1, T_mult=2: the lr AFTER `step` scheduler steps, as the Trainer logs it
     while t_cur >= t_i:
@@ -202,7 +202,12 @@ for step in range(start + 1, total + 1):
             open(os.path.join(ckpt, name), "w").close()
         if step == int(os.environ.get("CRASH_AT", 0)):
             sys.exit("killed at step %d" % step)
-json.dump({"global_step": total, "log_history": hist}, open(os.path.join(out, "trainer_state.json"), "w"))
+if cfg.get("do_train", True):
+    json.dump({"global_step": total, "log_history": hist}, open(os.path.join(out, "trainer_state.json"), "w"))
+if os.environ.get("KILL_IN_EVAL"):
+    sys.exit("killed during the final evaluation")
+if cfg.get("do_eval"):
+    json.dump({"rte_eval_accuracy": 0.5}, open(os.path.join(out, "eval_results.json"), "w"))
 json.dump({"rte_accuracy": 0.5}, open(os.path.join(out, "test_results.json"), "w"))
 print("cwd", os.getcwd(), "data", os.environ.get("HYPERRESTART_DATA_DIR"), "offline", os.environ.get("HF_HUB_OFFLINE"))
 '''
@@ -238,8 +243,10 @@ def _fake_tree(dest, upstream, body=FAKE_TRAINER, configs=(RESTART,)):
 
 
 def _run(dest, out, *extra, config=RESTART):
+    data = dest.parent / "data" / "glue"  # pre-flight checks that data_dir exists
+    data.mkdir(parents=True, exist_ok=True)
     return cli.main(["run", str(config), "--dest", str(dest), "--output-dir", str(out), "--python", sys.executable,
-                     "--set", "max_steps=16", "--set", "save_steps=8", "--set", "data_dir=/data/glue", *extra])
+                     "--set", "max_steps=16", "--set", "save_steps=8", "--set", f"data_dir={data}", *extra])
 
 
 @pytest.fixture
@@ -260,11 +267,12 @@ def test_run_executes_the_script_in_the_tree_and_reads_the_trace(tmp_path, fake_
     assert json.loads((out / "trainer_saw.json").read_text())["argv"] == [str(out / run_folder.RUN_CONFIG)]
     assert json.loads((out / "config.json").read_text()) == {"model_type": "t5"}
     assert f"cwd {fake_dest / 'hyperdecoders' / 'hyperdecoder'}" in (out / "train.log").read_text()
-    assert "data /data/glue" in printed
+    assert f"data {tmp_path / 'data' / 'glue'}" in printed
     rows = list(csv.reader(open(out / "lr_trace.csv")))
     assert rows[0] == ["step", "lr_applied"] and [int(r[0]) for r in rows[1:]] == list(range(1, 17))
     assert "restarts at:  2, 4, 8, 16 (steps that start a new lr cycle)" in printed
-    assert "metrics:      test_results.json" in printed and "checkpoints:  checkpoint-8, checkpoint-16" in printed
+    assert "metrics:      eval_results.json, test_results.json" in printed
+    assert "checkpoints:  checkpoint-8, checkpoint-16" in printed
 
 
 # The Trainer's log_history learning_rate at steps 1..16 of the paper's SGDR (UPSTREAM-FACTS: the lr after step k).
@@ -294,7 +302,7 @@ def test_existing_run_is_refused_and_left_alone(tmp_path, fake_dest, capsys):
     capsys.readouterr()
     assert _run(fake_dest, out, "--set", "learning_rate=1e-4") == 1
     err = capsys.readouterr().err
-    assert f"{out} already holds a run (" in err
+    assert f"{out} already holds a run made by hyperrestart (" in err
     assert "--resume" in err and "--overwrite" in err and "another --output-dir" in err
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
 

@@ -158,7 +158,7 @@ def test_malformed_spec_is_refused_before_anything_runs(tmp_path, capsys, text, 
 @pytest.mark.parametrize("grid, run_name", [
     ("{arm: {'..': {}}}", None), ("{arm: {'../escape': {}}}", None), ("{arm: {'/tmp/escape': {}}}", None),
     ("{arm: {'': {}}}", None), ("{arm: {'.hidden': {}}}", None), ("{arm: {a: {}}}", "'..'"),
-    ("{seed: ['..']}", "'{seed}'"), ("{seed: [1]}", "'.{seed}'"),
+    ("{task: ['..']}", "'{task}'"), ("{seed: [1]}", "'.{seed}'"),
 ])
 def test_run_folders_stay_inside_the_output_root(tmp_path, capsys, grid, run_name):
     """A label or run name that is `..`, empty, hidden or a path is refused when the spec is read."""
@@ -335,7 +335,7 @@ def tiny_sweep(tmp_path_factory):
     return root / "runs"
 
 
-@pytest.mark.slow  # the tiny sweep: 4 real tiny P3 runs (2-10 minutes on 2 cores)
+@pytest.mark.slow  # uses tiny_sweep: four tiny P3 training runs (2-10 minutes on 2 busy CPU cores)
 def test_local_sweep_runs_every_run_to_completion(tiny_sweep):
     names = sorted(p.name for p in tiny_sweep.iterdir() if p.is_dir())
     assert names == ["no_restart_seed-1", "no_restart_seed-2", "restart_seed-1", "restart_seed-2"]
@@ -355,7 +355,7 @@ def test_local_sweep_runs_every_run_to_completion(tiny_sweep):
     assert lrs[0] == lrs[1] == lrs[3] == pytest.approx(lr) and lrs[2] < lrs[0]  # restarts at steps 2 and 4
 
 
-@pytest.mark.slow  # the tiny sweep: 4 real tiny P3 runs (2-10 minutes on 2 cores)
+@pytest.mark.slow  # uses tiny_sweep: four tiny P3 training runs (2-10 minutes on 2 busy CPU cores)
 def test_relaunch_skips_finished_runs(tiny_sweep, capsys):
     markers = {p: p.stat().st_mtime_ns for p in tiny_sweep.glob(f"*/{sweep_jobs.COMPLETE_MARKER}")}
     assert cli_main(["sweep", str(SMOKE), "--tiny", "--launch", "local", "--output-root", str(tiny_sweep)]) == 0
@@ -372,14 +372,14 @@ def test_relaunch_skips_finished_runs(tiny_sweep, capsys):
     assert capsys.readouterr().out.count("\tfinished\t") == 4
 
 
-@pytest.mark.slow  # the tiny sweep: 4 real tiny P3 runs (2-10 minutes on 2 cores)
+@pytest.mark.slow  # uses tiny_sweep: four tiny P3 training runs (2-10 minutes on 2 busy CPU cores)
 def test_changed_settings_do_not_mix_into_finished_runs(tiny_sweep, capsys):
     assert cli_main(["sweep", str(SMOKE), "--tiny", "--set", "max_steps=15", "--launch", "local",
                      "--output-root", str(tiny_sweep)]) == 1
     assert "holds a finished run with other settings" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # the tiny sweep: 4 real tiny P3 runs (2-10 minutes on 2 cores)
+@pytest.mark.slow  # uses tiny_sweep: four tiny P3 training runs (2-10 minutes on 2 busy CPU cores)
 def test_report_of_the_tiny_sweep(tiny_sweep, tmp_path, capsys):
     out = tmp_path / "report"
     assert cli_main(["report", str(tiny_sweep), "--out", str(out), "--with-loss"]) == 0
@@ -401,6 +401,7 @@ def test_report_of_the_tiny_sweep(tiny_sweep, tmp_path, capsys):
         assert (out / figure).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow  # uses tiny_sweep: four tiny P3 training runs (~90 s on 2 CPU cores)
 def test_submitit_debug_executor_reruns_only_the_unfinished_run(tiny_sweep, capsys):
     victim = tiny_sweep / "restart_seed-2"
     (victim / sweep_jobs.COMPLETE_MARKER).unlink()
@@ -411,6 +412,7 @@ def test_submitit_debug_executor_reruns_only_the_unfinished_run(tiny_sweep, caps
     assert json.loads((victim / sweep_jobs.COMPLETE_MARKER).read_text())["name"] == "restart_seed-2"
 
 
+@pytest.mark.slow  # uses tiny_sweep: four tiny P3 training runs (~90 s on 2 CPU cores)
 def test_failed_run_gets_no_marker_and_a_clear_error(tiny_sweep, tmp_path, capsys):
     spec = write_spec(tmp_path, f"runner: p3\nconfig: {BASE}\ngrid: {{seed: [1]}}\n")
     out = tmp_path / "o"

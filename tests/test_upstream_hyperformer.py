@@ -134,6 +134,7 @@ def restart_run(setup):
     return out, output
 
 
+@pytest.mark.slow  # a tiny hyperformer training run (~25 s)
 def test_released_restart_config_follows_eq5(restart_run):
     out, output = restart_run
     log = logged(out)
@@ -146,6 +147,7 @@ def test_released_restart_config_follows_eq5(restart_run):
     assert all(math.isfinite(loss) and loss > 0 for _, _, loss in log)
 
 
+@pytest.mark.slow  # a tiny hyperformer training run (~25 s)
 def test_generate_evaluation_writes_metric_files(restart_run):
     out, _ = restart_run
     released = json.loads(RELEASED_CONFIG.read_text())

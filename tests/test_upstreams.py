@@ -30,6 +30,7 @@ def test_paper_profile_materialises(upstream_dest_paper):
         assert gitops.run(upstream_dest_paper / name, "write-tree") == lock.result_tree["paper"]
 
 
+@pytest.mark.slow  # builds every profile of both real upstreams (~10 s)
 def test_check_passes_on_the_real_upstreams(upstream_dest):
     result = subprocess.run([sys.executable, str(ROOT / "bootstrap.py"), "check"], capture_output=True, text=True,
                             timeout=600)
@@ -50,6 +51,7 @@ def _upstream_python(name):
         pytest.skip(f"no environment for {name}: {exc}")
 
 
+@pytest.mark.slow  # imports each upstream's trainer in its env (~20 s each)
 @pytest.mark.parametrize("name", sorted(TRAINERS))
 def test_patched_modules_compile_and_register_both_scheduler_names(upstream_dest, name):
     package = upstream_dest / name / TRAINERS[name]

@@ -21,6 +21,8 @@ def register(subparsers):
                         help="smoke test on this CPU: p3 runs use the tiny learnable P3 + a tiny random T5, 255 steps; "
                              "`run` runs get hyperrestart run --tiny")
     parser.add_argument("--runner-args", default="", help="extra arguments for the runner, e.g. \"--tiny\"")
+    parser.add_argument("--max-runs", type=int, default=None, metavar="N",
+                        help="refuse a grid of more than N runs before building it (default: 10,000)")
     parser.add_argument("--keep-going", action="store_true", help="--launch local: go on after a failed run")
     slurm = parser.add_argument_group("SLURM resources (override the spec's `slurm:` section)")
     slurm.add_argument("--partition")

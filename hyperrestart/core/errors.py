@@ -13,3 +13,7 @@ class LocalChangesError(HyperrestartError):
 
 class BusyError(HyperrestartError):
     exit_code = 4
+
+
+class CacheError(HyperrestartError):
+    """The per-user cache cannot be used (an environment problem, reported as it is, never as a check's finding)."""

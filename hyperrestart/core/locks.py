@@ -13,7 +13,7 @@ class FileLock:
 
     def _open(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "a+")
+        self.handle = open(self.path, "a+", encoding="utf-8")
 
     def try_exclusive(self) -> bool:
         """Take the lock exclusively if nobody holds it; False (and nothing held) when another process does."""
@@ -21,6 +21,21 @@ class FileLock:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
         except BlockingIOError:
+            return False
+
+    def held_elsewhere(self) -> bool:
+        """Whether another process holds a lock on PATH right now: a probe that takes and drops the lock without
+        waiting, creates nothing (a missing file is not held) and leaves nothing held."""
+        try:
+            handle = open(self.path, "rb")
+        except FileNotFoundError:
+            return False
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
             return False
 
     def wait_exclusive(self):

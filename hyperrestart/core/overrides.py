@@ -1,5 +1,6 @@
 """`KEY=VALUE` settings (`--set`, sweep grids): the one parser, typed by the kinds an argument takes."""
 import json
+import math
 import re
 
 from hyperrestart.core.errors import HyperrestartError
@@ -17,6 +18,14 @@ def _json_kind(value):
     return {int: "int", float: "float", str: "str", list: "list", dict: "dict"}[type(value)]
 
 
+def _non_finite(raw):
+    """True for text that reads as NaN or an infinite number (nan, Infinity, -inf, 1e999)."""
+    try:
+        return not math.isfinite(float(raw.strip()))
+    except ValueError:
+        return False
+
+
 def parse_set(item, kinds=None):
     """"key=value" -> (key, value). `kinds` maps an argument name to the JSON kinds it takes (argument_spec): the
     value must be JSON of one of them, except that a string argument also takes a bare word as the string. Without
@@ -27,6 +36,9 @@ def parse_set(item, kinds=None):
         raise HyperrestartError(f"--set {item!r}: expected key=value with a training-argument name as key, "
                                 f"e.g. --set max_steps=65535")
     accepted = (kinds or {}).get(key)
+    if _non_finite(raw) and accepted != {"str"}:
+        raise HyperrestartError(f"--set {item}: {key} must be a finite number, not {raw.strip()!r} (NaN and infinite "
+                                f"values are refused)")
     try:
         value, parsed = json.loads(raw), True
     except ValueError:

@@ -124,7 +124,7 @@ def order_as_published(rows, published):
 
 def load_published(table):
     """The published table `table` (table2, Table 2, 2 ...) from published.json."""
-    data = json.loads(PUBLISHED_FILE.read_text())
+    data = json.loads(PUBLISHED_FILE.read_text(encoding="utf-8"))
     key = re.sub(r"\s+", "", str(table)).lower()
     key = f"table{key}" if key.isdigit() else key
     if key not in data or key.startswith("_"):

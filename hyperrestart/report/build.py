@@ -6,7 +6,7 @@ from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.files import atomic_write_text
 from hyperrestart.report.aggregate import aggregate, load_published, match_published, order_as_published
 from hyperrestart.report.figures import plot_curves
-from hyperrestart.report.runs import AVERAGE, P3_METRIC, choose_split, load_runs
+from hyperrestart.report.runs import AVERAGE, P3_METRIC, choose_split, exclude_non_finite, load_runs
 from hyperrestart.report.tables import markdown_table, runs_csv, table_csv
 
 # --- entry point ------------------------------------------------------------------------------------------------
@@ -20,6 +20,7 @@ def build_report(paths, out=None, published=None, split=None, select="last", dig
     results = load_runs(paths, select, include_unfinished, warn, skipped)
     spec_report = next((r.report for r in results if r.report), {})
     results, split = choose_split(results, split or spec_report.get("split") or "auto", warn, skipped)
+    results = exclude_non_finite(results, warn, skipped)
     table = published if published not in (None, True) else spec_report.get("published")
     if published is True and not table:
         raise HyperrestartError("--published: the runs do not say which paper table they reproduce (the sweep "

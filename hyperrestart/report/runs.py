@@ -57,7 +57,7 @@ class RunResult:
 def _read_json(path):
     """A JSON file's content; HyperrestartError naming the file when it cannot be read or parsed."""
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except ValueError as exc:
         raise HyperrestartError(f"{path} is not valid JSON ({exc}); the run is incomplete or the file is damaged") \
             from None
@@ -76,7 +76,7 @@ def _read_json_or_warn(path, warn):
 
 def _read_csv(path):
     try:
-        with open(path, newline="") as handle:
+        with open(path, newline="", encoding="utf-8") as handle:
             return list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise HyperrestartError(f"cannot read {path} as CSV ({exc})") from None
@@ -88,6 +88,16 @@ def _float(value):
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def _number(value):
+    """A metric as a float, NaN and infinities included (so they can be flagged), or None when it is no number."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _series(rows, key):
@@ -114,10 +124,10 @@ P3_SPLITS = {"validation": "eval", "eval": "eval", "val": "eval", "dev": "eval"}
 def read_p3(run_dir, select="last", warn=print):
     """P3 runner logs; the split is the runner's --eval_split (run_config.json; default validation = eval)."""
     evals = _read_csv(run_dir / "eval_log.csv")
-    rows = [r for r in evals if _float(r.get("rougeL_micro")) is not None]
+    rows = [r for r in evals if _number(r.get("rougeL_micro")) is not None]
     if not rows:
         raise HyperrestartError(f"{run_dir / 'eval_log.csv'} has no evaluations yet")
-    chosen = rows[-1] if select == "last" else max(rows, key=lambda r: float(r["rougeL_micro"]))
+    chosen = rows[-1] if select == "last" else max(rows, key=lambda r: _float(r["rougeL_micro"]) or -math.inf)
     train = _read_csv(run_dir / "train_log.csv") if (run_dir / "train_log.csv").exists() else []
     loss = _series(train, "loss")
     extra = {"step": int(float(chosen["step"])), "rougeL_macro": _float(chosen.get("rougeL_macro")),
@@ -143,8 +153,8 @@ def glue_scores(metrics):
     {'rte': 70, 'mrpc': 75, 'Avg': 73.3}; Avg falls back to the mean over every metric value (upstream's rule)."""
     per_task, values = {}, []
     for key, value in metrics.items():
-        number = _float(value)
-        if number is None or isinstance(value, bool):
+        number = _number(value)  # NaN kept: the run is flagged and excluded from averages (exclude_non_finite)
+        if number is None:
             continue
         match = re.fullmatch(r"(?:(?:eval|test|val)_)?(?P<task>[A-Za-z0-9]+(?:_[a-z]+)?)_(?:eval|test|val)_(?P<m>.+)",
                              key)
@@ -153,7 +163,7 @@ def glue_scores(metrics):
         per_task.setdefault(match.group("task"), []).append(number)
         values.append(number)
     scores = {task: statistics.fmean(vals) for task, vals in per_task.items()}
-    average = next((_float(metrics[k]) for k in ("eval_average_metrics", "test_average_metrics",
+    average = next((_number(metrics[k]) for k in ("eval_average_metrics", "test_average_metrics",
                                                  "val_average_metrics", "average_metrics") if k in metrics), None)
     if average is None and values:
         average = statistics.fmean(values)
@@ -207,7 +217,7 @@ def read_glue(run_dir, warn=print):
     if last is not None:
         lr = [(step, value) for step, value in lr if step <= last]
     metric = [(int(e["step"]), glue_scores(e)[AVERAGE]) for e in history
-              if "step" in e and AVERAGE in glue_scores(e)]
+              if "step" in e and _float(glue_scores(e).get(AVERAGE)) is not None]
     extra = {"step": last, "final_loss": loss[-1][1] if loss else None}
     return "glue", splits, extra, {"metric": metric, "loss": loss, "lr": lr}
 
@@ -319,3 +329,22 @@ def choose_split(results, split="auto", warn=print, skipped=None):
     if not kept:
         raise HyperrestartError(f"no run has {split} metrics; choose another --split")
     return kept, split
+
+
+def exclude_non_finite(results, warn=print, skipped=None):
+    """Runs whose scores hold NaN or an infinity (a diverged run, a failed evaluation) are flagged with a warning
+    naming them and kept out of every average; returns the others (an error when none is left)."""
+    skipped = [] if skipped is None else skipped
+    kept = []
+    for result in results:
+        bad = {column: value for column, value in result.scores.items() if not math.isfinite(value)}
+        if bad:
+            warn(f"excluding {result.path} from the averages: its {result.split} metrics are not numbers ("
+                 + ", ".join(f"{column}={value}" for column, value in bad.items())
+                 + f", from {result.extra.get('source')}); the run diverged or its evaluation failed")
+            skipped.append(f"{result.name} (NaN metrics)")
+            continue
+        kept.append(result)
+    if not kept:
+        raise HyperrestartError("every run's metrics are NaN or infinite; nothing to average")
+    return kept

@@ -110,5 +110,5 @@ def csv_number(value):
     if value is None:
         return ""
     if isinstance(value, float):
-        return repr(round(value, 6))
+        return repr(value)  # full precision: 1.45e-06 stays 1.45e-06, a cycle-end lr of 1e-07 is not 0.0
     return value

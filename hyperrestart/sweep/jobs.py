@@ -9,6 +9,7 @@ from pathlib import Path
 
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.files import atomic_write_json
+from hyperrestart.core.limits import check_name_length
 from hyperrestart.core.locks import FileLock
 from hyperrestart.core.progress import Heartbeat
 from hyperrestart.core.paths import PROJECT_ROOT
@@ -63,6 +64,7 @@ def make_jobs(sweep, output_root, extra_args=()):
     root = Path(output_root).resolve()
     jobs = []
     for run in sweep.runs:
+        check_name_length(run.name, root, f"run {run.index}'s name")
         run_dir = (root / run.name).resolve()
         if run_dir.parent != root:
             raise HyperrestartError(f"run {run.index} ({run.name}): its folder {root / run.name} resolves to "
@@ -76,7 +78,7 @@ def completion(run_dir):
     """The completion marker's content, or None when the run has not finished."""
     marker = Path(run_dir) / COMPLETE_MARKER
     try:
-        return json.loads(marker.read_text())
+        return json.loads(marker.read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
@@ -136,7 +138,7 @@ def execute(job, quiet=False):
             code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
         elapsed = time.monotonic() - started
         if code != 0:
-            tail = (run_dir / RUN_LOG).read_text(errors="replace").splitlines()[-15:]
+            tail = (run_dir / RUN_LOG).read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
             raise HyperrestartError(f"run {job.run.index} ({job.run.name}) failed with exit code {code} after "
                                     f"{elapsed:.0f}s; log: {run_dir / RUN_LOG}\n  " + "\n  ".join(tail))
         atomic_write_json(run_dir / COMPLETE_MARKER, dict(info, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -134,7 +134,7 @@ def format_list(sweep, jobs) -> str:
 def run_sweep(args):
     """`hyperrestart sweep`: list the runs, run one (--task-id or $SLURM_ARRAY_TASK_ID), run all here, or submit
     them with submitit. args: the verb's options (commands/sweep.py)."""
-    spec = sweep_spec.parse_spec(args.spec, cli_sets=args.sets, tiny=args.tiny)
+    spec = sweep_spec.parse_spec(args.spec, cli_sets=args.sets, tiny=args.tiny, max_runs=args.max_runs)
     output_root = args.output_root or os.path.join("runs", spec.name)
     jobs = sweep_jobs.make_jobs(spec, output_root, shlex.split(args.runner_args))
     if args.list:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.files import atomic_write_json
+from hyperrestart.core.limits import loads_json, read_text_bounded
 from hyperrestart.p3.synthetic import TINY_SETTINGS
 
 UPSTREAM_ARGUMENTS = Path(__file__).resolve().parents[1] / "upstream" / "upstream_arguments.json"
@@ -50,23 +51,22 @@ RUNNERS = {
 
 def merge_config(config, overrides):
     """The JSON config with the overrides applied (later ones win)."""
-    try:
-        merged = json.loads(Path(config).read_text())
-    except ValueError as exc:
-        raise HyperrestartError(f"{config}: not valid JSON ({exc}); fix the config file") from None
+    merged = loads_json(read_text_bounded(config, "config"), f"config {config}")
+    if not isinstance(merged, dict):
+        raise HyperrestartError(f"config {config} must hold a JSON object, not {type(merged).__name__}")
     merged.update(overrides)
     return merged
 
 
 def p3_runner_options():
-    """The P3 runner's option names, from its own argparse parser (the module imports torch)."""
-    from hyperrestart.p3.metrics import runner_module
-    return {action.dest for action in runner_module().build_parser()._actions} - {"help"}
+    """The P3 runner's option names: the fields of its argument dataclasses (hyperrestart.p3.options)."""
+    from hyperrestart.p3.options import runner_option_kinds
+    return set(runner_option_kinds())
 
 
 def recorded_upstream_arguments():
     """{upstream: set of training-argument names}, as recorded in upstream_arguments.json."""
-    data = json.loads(UPSTREAM_ARGUMENTS.read_text())
+    data = json.loads(UPSTREAM_ARGUMENTS.read_text(encoding="utf-8"))
     return {name: set(entry["fields"]) for name, entry in data.items() if not name.startswith("_")}
 
 
@@ -92,7 +92,7 @@ def accepted_keys(runner_kind, config, args, cache):
     if runner_kind == "p3":
         if "p3" not in cache:
             try:
-                cache["p3"] = (p3_runner_options(), "options of the P3 runner (`python p3_trainer.py --help`)")
+                cache["p3"] = (p3_runner_options(), "options of the P3 runner (its argument dataclasses; `python p3_trainer.py --help`)")
             except ImportError as exc:
                 cache["p3"] = (None, f"the P3 runner's options cannot be read here (importing it failed: {exc})")
         return cache["p3"]

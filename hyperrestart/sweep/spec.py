@@ -33,6 +33,7 @@ import difflib
 import hashlib
 import itertools
 import json
+import math
 import os
 import re
 import shlex
@@ -41,6 +42,8 @@ from pathlib import Path
 
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.files import file_sha256
+from hyperrestart.core.limits import (MAX_DEPTH, check_depth, check_name_length, non_finite_numbers,
+                                      read_text_bounded)
 from hyperrestart.core.overrides import parse_set
 from hyperrestart.core.paths import PROJECT_ROOT
 from hyperrestart.sweep.runners import RUNNERS, SWEEP_OWNED_KEYS, TINY_P3, accepted_keys, merge_config
@@ -49,6 +52,7 @@ TOP_LEVEL_KEYS = ("name", "description", "runner", "config", "args", "set", "gri
 REPORT_KEYS = ("seed_axis", "compare", "split", "metric", "title", "published")
 SLURM_KEYS = ("partition", "gpus", "cpus", "mem", "time", "array_parallelism", "account", "qos", "constraint",
               "nodes", "additional")
+MAX_RUNS = 10_000  # a grid larger than this is refused before it is built (--max-runs raises it)
 NAME_SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 FOLDER_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")  # no separators, not hidden, not `.` or `..`
 
@@ -59,7 +63,11 @@ def _yaml_loader():
     import yaml
 
     class Loader(yaml.SafeLoader):
-        pass
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.events.AliasEvent):
+                event = self.peek_event()
+                raise AliasRefused(f"line {event.start_mark.line + 1}: alias *{event.anchor}")
+            return super().compose_node(parent, index)
 
     Loader.yaml_implicit_resolvers = {
         first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
@@ -72,17 +80,37 @@ def _yaml_loader():
     return Loader
 
 
+class AliasRefused(Exception):
+    """A YAML alias (*name): refused, so a small spec cannot expand into a huge one (an alias bomb)."""
+
+
 def load_yaml(path):
+    """The spec's mapping: at most MAX_FILE_BYTES and MAX_DEPTH levels (core.limits), no YAML aliases, finite
+    numbers only."""
     import yaml
     path = Path(path)
     if not path.is_file():
         raise HyperrestartError(f"sweep spec {path} does not exist; pass a YAML file such as sweeps/table2_p3.yaml")
+    text = read_text_bounded(path, "sweep spec")
+    loader = _yaml_loader()(text)
     try:
-        data = yaml.load(path.read_text(), Loader=_yaml_loader())
+        data = loader.get_single_data()
+    except AliasRefused as exc:
+        raise HyperrestartError(f"{path}: {exc}; a sweep spec may not use YAML aliases (they can expand a small "
+                                f"file into a huge one): write the values out") from None
+    except RecursionError:
+        raise HyperrestartError(f"{path}: nested too deeply to read (the limit is {MAX_DEPTH} levels)") from None
     except yaml.YAMLError as exc:
         raise HyperrestartError(f"{path}: not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise HyperrestartError(f"{path}: a sweep spec must be a YAML mapping with keys {', '.join(TOP_LEVEL_KEYS)}")
+    check_depth(data, str(path))
+    bad = non_finite_numbers(data)
+    if bad:
+        raise HyperrestartError(f"{path}: {', '.join(f'{k} is {v!r}' for k, v in bad)}: NaN and infinite values "
+                                f"are refused")
     return data
 
 
@@ -197,6 +225,7 @@ def _parse_axis(name, values, spec_path):
 def _check_label(label, axis, spec_path):
     """A labelled arm names run folders: refuse labels that are empty, `.`/`..`, hidden or hold a path separator."""
     text = str(label)
+    check_name_length(text, PROJECT_ROOT / "runs", f"{spec_path}: grid label of axis `{axis}`")
     if not text.strip() or text.strip() in (".", "..") or "/" in text or "\\" in text or text.startswith("."):
         raise HyperrestartError(
             f"{spec_path}: grid label {text!r} of axis `{axis}` cannot name a run folder (labels name the folders "
@@ -204,7 +233,27 @@ def _check_label(label, axis, spec_path):
             f"plain name of letters, digits and . _ + - that does not start with a dot")
 
 
-def _check_folder_name(name, what, spec_path):
+def _check_values(axes, fixed, seed_axis, spec_path):
+    """Grid and `set` values typed when the spec is read: the seed axis holds integers, a numeric training
+    setting holds numbers in its range (upstream.ranges)."""
+    from hyperrestart.upstream.ranges import value_problem
+    problems = []
+    for axis in axes:
+        for label, overrides, _ in axis.values:
+            where = f"grid.{axis.name}" + (f".{label}" if axis.labelled else "")
+            for key, value in overrides:
+                if key == seed_axis and (not isinstance(value, int) or isinstance(value, bool)):
+                    problems.append(f"{where}: seed {value!r} is not an integer (seeds are integers, e.g. [1, 2, 3])")
+                elif value_problem(key, value):
+                    problems.append(f"{where}: {value_problem(key, value)}")
+    problems += [f"set: {value_problem(key, value)}" for key, value in fixed if value_problem(key, value)]
+    if problems:
+        raise HyperrestartError(f"{spec_path}: {len(problems)} grid value(s) of the wrong type or range:\n  "
+                                + "\n  ".join(problems))
+
+
+def _check_folder_name(name, what, spec_path, folder=None):
+    check_name_length(name, folder or PROJECT_ROOT / "runs", f"{spec_path}: {what}")
     if not FOLDER_NAME.fullmatch(name):
         raise HyperrestartError(
             f"{spec_path}: {what} {name!r} is not a plain folder name, so its directory would not stay inside the "
@@ -243,10 +292,11 @@ def _check_keys(runs, runner_kind, args, path):
               file=sys.stderr)
 
 
-def parse_spec(path, cli_sets=(), tiny=False):
+def parse_spec(path, cli_sets=(), tiny=False, max_runs=None):
     """Validate a spec file and expand it into runs; raises HyperrestartError naming the key/file on any problem.
     tiny: p3 runs get TINY_P3 (before cli_sets), `run` runs get `--tiny`."""
     path = Path(path)
+    max_runs = MAX_RUNS if max_runs is None else max_runs
     data = load_yaml(path)
     unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
     if unknown:
@@ -270,6 +320,11 @@ def parse_spec(path, cli_sets=(), tiny=False):
     if not isinstance(grid, dict) or not grid:
         raise HyperrestartError(f"{path}: `grid` must be a non-empty mapping of axes (e.g. `seed: [1, 2, 3]`)")
     axes = [axis for name, values in grid.items() for axis in _parse_axis(str(name), values, path)]
+    count = math.prod(len(axis.values) for axis in axes)
+    if count > max_runs:
+        raise HyperrestartError(f"{path}: the grid has {count:,} runs ({' x '.join(str(len(a.values)) for a in axes)}"
+                                f"), over the limit of {max_runs:,} runs; shrink the grid, or raise the limit with "
+                                f"--max-runs N")
     report = _section(data, "report", REPORT_KEYS, path)
     slurm = _section(data, "slurm", SLURM_KEYS, path)
     if report.get("published") is not None:
@@ -282,6 +337,7 @@ def parse_spec(path, cli_sets=(), tiny=False):
     axis_names = [axis.name for axis in axes]
     if "seed_axis" in report and seed_axis not in axis_names:
         raise HyperrestartError(f"{path}: report.seed_axis `{seed_axis}` is not a grid axis ({', '.join(axis_names)})")
+    _check_values(axes, list(fixed.items()), seed_axis, path)
     compare = report.get("compare")
     if compare is not None:
         if not isinstance(compare, dict) or set(compare) != {"axis", "baseline"}:

@@ -10,7 +10,7 @@ from pathlib import Path
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.files import atomic_write_json
 from hyperrestart.core.paths import cache_dir
-from hyperrestart.upstream.registry import ARGUMENT_CLASSES, Upstream, process_env
+from hyperrestart.upstream.registry import ARGUMENT_CLASSES, INERT_SETTINGS, Upstream, process_env
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def argument_spec(upstream: Upstream, tree: Path, python) -> ArgumentSpec:
     content and env."""
     cached = _spec_cache_file(upstream, tree, python)
     if cached is not None and cached.is_file():
-        data = json.loads(cached.read_text())
+        data = json.loads(cached.read_text(encoding="utf-8"))
     else:
         data = _import_spec(upstream, tree, python)
         if cached is not None:
@@ -76,7 +76,7 @@ def _import_spec(upstream: Upstream, tree: Path, python) -> dict:
     env = dict(process_env(upstream, tree), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     try:
         result = subprocess.run([str(python), "-c", snippet], cwd=tree / upstream.workdir, capture_output=True,
-                                text=True, env=env, timeout=300)
+                                text=True, encoding="utf-8", errors="replace", env=env, timeout=300)
     except OSError as exc:
         raise HyperrestartError(f"cannot run {python} ({exc.strerror}); create the env with "
                                 f"`hyperrestart env {upstream.name}` or pass --python") from None
@@ -94,6 +94,10 @@ def check_config(config, spec: ArgumentSpec, upstream: Upstream, origin):
         close = difflib.get_close_matches(key, list(spec.kinds), n=3, cutoff=0.75)
         problems.append(f"unknown training argument {key!r} (from {origin.get(key, 'the config')})"
                         + (f"; did you mean {' or '.join(map(repr, close))}?" if close else ""))
+    for key, why in INERT_SETTINGS.get(upstream.name, {}).items():
+        if config.get(key) is not None:
+            problems.append(f"{key}={config[key]!r} (from {origin.get(key, 'the config')}) does nothing in "
+                            f"{upstream.name}: {why}; remove it")
     scheduler = config.get("lr_scheduler")
     if scheduler is not None and scheduler not in spec.schedulers:
         close = difflib.get_close_matches(str(scheduler), spec.schedulers, n=1, cutoff=0.6)

@@ -72,7 +72,7 @@ def python_for(name, root=None, requirements_dir=None) -> Path:
     if not python.exists() or not marker.exists():
         raise HyperrestartError(f"no environment for {name} at {venv}; create it with `hyperrestart env {name}`")
     try:
-        recorded = json.loads(marker.read_text()).get("requirements_sha256")
+        recorded = json.loads(marker.read_text(encoding="utf-8")).get("requirements_sha256")
         files = requirement_files(name, requirements_dir)
     except (ValueError, HyperrestartError):
         return python
@@ -86,7 +86,7 @@ def python_for(name, root=None, requirements_dir=None) -> Path:
 def _torch(python):
     """(torch's version as `python` imports it, None) or (None, the error's last line)."""
     result = subprocess.run([str(python), "-c", "import torch; print(torch.__version__)"],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, encoding="utf-8", errors="replace")
     if result.returncode != 0:
         return None, (result.stderr.strip().splitlines() or ["(no output)"])[-1]
     return result.stdout.strip().splitlines()[-1], None
@@ -108,7 +108,8 @@ def site_dirs(python) -> list:
              "dirs = site.getsitepackages() + ([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])\n"
              "dirs = {os.path.abspath(d) for d in dirs}\n"
              "print(json.dumps([p for p in sys.path if p and os.path.abspath(p) in dirs]))")
-    result = subprocess.run([str(python), "-c", probe], capture_output=True, text=True)
+    result = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, encoding="utf-8",
+                            errors="replace")
     if result.returncode != 0:
         raise HyperrestartError(f"cannot list the site-packages of {python}: {result.stderr.strip()[-300:]}")
     return json.loads(result.stdout)
@@ -117,9 +118,9 @@ def site_dirs(python) -> list:
 def _link_parent(venv, dirs):
     """Make `venv` import from `dirs` after its own site-packages (site.addsitedir also runs their .pth files)."""
     site = subprocess.run([str(_python_in(venv)), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+                          capture_output=True, text=True, encoding="utf-8", errors="replace", check=True).stdout.strip()
     lines = "".join(f"import site; site.addsitedir({d!r})\n" for d in dirs)
-    (Path(site) / PARENT_PTH).write_text(lines)
+    (Path(site) / PARENT_PTH).write_text(lines, encoding="utf-8")
 
 
 def create_env(name, python=None, recreate=False, root=None, requirements_dir=None, log=print,
@@ -187,7 +188,7 @@ def _build(name, python, venv, main, nodeps, verbose, log, stage, beat):
             raise HyperrestartError(f"the requirements of {name} replaced torch {torch}; remove torch from {main}")
         (venv / MARKER).write_text(json.dumps({
             "upstream": name, "base_python": str(python), "torch": torch, "parent_site_packages": parent_dirs,
-            "requirements_sha256": _fingerprint((main, nodeps))}, indent=2) + "\n")
+            "requirements_sha256": _fingerprint((main, nodeps))}, indent=2) + "\n", encoding="utf-8")
     except BaseException:
         shutil.rmtree(venv, ignore_errors=True)
         raise

@@ -3,7 +3,7 @@
 import io
 from pathlib import Path
 
-from hyperrestart.upstream import registry
+from hyperrestart.upstream import ranges, registry
 from hyperrestart.core import overrides
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.files import atomic_write_bytes
@@ -84,6 +84,7 @@ def plot_lr(args):
     if not isinstance(max_steps, int) or max_steps < 1:
         raise HyperrestartError(f"{args.config}: max_steps is {max_steps!r}; give a positive integer "
                                 f"(--max-steps N or --set max_steps=N)")
+    ranges.check_ranges(dict(config, max_steps=max_steps), what=str(args.config))
     from hyperrestart.upstream.scheduler import lr_schedule
     lrs = lr_schedule(config, max_steps)
     out = Path(args.out) if args.out else PLOTS_DIR / f"{Path(args.config).stem}.png"

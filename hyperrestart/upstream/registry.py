@@ -1,10 +1,10 @@
 """The two upstreams hyperrestart runs: where each one's training script lives, its config, command and environment."""
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.limits import loads_json, read_text_bounded
 from hyperrestart.core.paths import CONFIGS_DIR, DEFAULT_DEST
 
 
@@ -30,6 +30,19 @@ UPSTREAMS = {
 }
 
 
+# Settings an upstream's argument classes accept but its script never applies: refused at pre-flight (when not null)
+# rather than silently doing nothing. T5 has no layer drop and no separate attention dropout.
+_NO_T5_SETTING = "T5 has no such setting, so the script never applies it"
+INERT_SETTINGS = {
+    "hyperdecoders": {"encoder_layerdrop": _NO_T5_SETTING, "decoder_layerdrop": _NO_T5_SETTING,
+                      "attention_dropout": _NO_T5_SETTING},
+    "hyperformer": {"encoder_layerdrop": _NO_T5_SETTING, "decoder_layerdrop": _NO_T5_SETTING,
+                    "attention_dropout": _NO_T5_SETTING,
+                    "dropout": "the script copies it into the T5 config under a name T5 does not read (0 is "
+                               "skipped, any other value fails its assert), so it changes nothing"},
+}
+
+
 def upstream_named(name) -> Upstream:
     if name not in UPSTREAMS:
         raise HyperrestartError(f"unknown upstream {name!r}; choose one of: {', '.join(UPSTREAMS)}")
@@ -50,13 +63,9 @@ def upstream_for_config(config_path, explicit=None) -> Upstream:
 
 
 def load_config(path) -> dict:
+    """A JSON config: at most MAX_FILE_BYTES, MAX_DEPTH levels, finite numbers only (core.limits)."""
     path = Path(path)
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise HyperrestartError(f"config {path} does not exist") from None
-    except ValueError as exc:
-        raise HyperrestartError(f"config {path} is not valid JSON ({exc}); fix the file") from None
+    config = loads_json(read_text_bounded(path, "config"), f"config {path}")
     if not isinstance(config, dict):
         raise HyperrestartError(f"config {path} must hold a JSON object of training arguments, not "
                                 f"{type(config).__name__}")
@@ -87,10 +96,14 @@ def process_env(upstream: Upstream, tree: Path, base=None) -> dict:
 SINGLE_PROCESS = {"hyperformer"}
 
 
-def command(upstream: Upstream, python, config_file, nproc=None):
+def check_nproc(upstream: Upstream, nproc):
     if nproc and nproc > 1 and upstream.name in SINGLE_PROCESS:
         raise HyperrestartError(f"--nproc {nproc}: {upstream.name} cannot train data-parallel (it reads no LOCAL_RANK, "
                                 f"so the processes would be independent runs); run it on one process")
+
+
+def command(upstream: Upstream, python, config_file, nproc=None):
+    check_nproc(upstream, nproc)
     if nproc and nproc > 1:
         return [str(python), "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                 upstream.script, str(config_file)]

@@ -10,21 +10,14 @@ RestartScheduler = _module.RestartScheduler
 cycle_end_steps = _module.cycle_end_steps
 nearest_aligned_steps = _module.nearest_aligned_steps
 check_alignment = _module.check_alignment
+restart_argument_problems = _module.restart_argument_problems
 canonical_scheduler_name = _module.canonical_scheduler_name
 restart_scheduler_from_args = _module.restart_scheduler_from_args
 SCHEDULER_NAME = _module.SCHEDULER_NAME
 SCHEDULER_NAMES = _module.SCHEDULER_NAMES
-
-
 # The upstreams' arg_to_scheduler: name -> transformers function (each takes optimizer, warmup[, total]).
-HF_SCHEDULERS = {
-    "linear": "get_linear_schedule_with_warmup",
-    "cosine": "get_cosine_schedule_with_warmup",
-    "cosine_w_restarts": "get_cosine_with_hard_restarts_schedule_with_warmup",
-    "polynomial": "get_polynomial_decay_schedule_with_warmup",
-    "constant": "get_constant_schedule",
-    "constant_w_warmup": "get_constant_schedule_with_warmup",
-}
+HF_SCHEDULERS = _module.HF_SCHEDULERS
+ALL_SCHEDULER_NAMES = _module.ALL_SCHEDULER_NAMES
 
 
 def _optimizer(lr):
@@ -32,10 +25,20 @@ def _optimizer(lr):
     return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
 
 
+def restart_settings_raw(config):
+    """(T_0, T_mult, eta_min, warmup steps) of a restart config as written, with the trainers' defaults."""
+    return (config.get("restart_t0", _module.DEFAULT_T0), config.get("restart_t_mult", _module.DEFAULT_T_MULT),
+            config.get("eta_min", _module.DEFAULT_ETA_MIN), config.get("restart_warmup_steps") or 0)
+
+
 def restart_settings(config):
-    """(T_0, T_mult, eta_min, warmup steps) of a restart config, with the trainers' defaults."""
-    return (int(config.get("restart_t0", _module.DEFAULT_T0)),
-            int(config.get("restart_t_mult", _module.DEFAULT_T_MULT)), float(config.get("eta_min", _module.DEFAULT_ETA_MIN)), int(config.get("restart_warmup_steps") or 0))
+    """restart_settings_raw, refused (one line) when a value is out of range: checked before any loop over
+    cycles runs (restart_argument_problems)."""
+    settings = restart_settings_raw(config)
+    problems = restart_argument_problems(*settings)
+    if problems:
+        raise HyperrestartError("; ".join(problems))
+    return settings
 
 
 def lr_schedule(config, max_steps):
@@ -57,7 +60,7 @@ def lr_schedule(config, max_steps):
         return lrs
     if name not in HF_SCHEDULERS:
         raise HyperrestartError(f"lr_scheduler {name!r} is not known; use one of: "
-                                f"{', '.join(sorted(set(SCHEDULER_NAMES) | set(HF_SCHEDULERS)))}")
+                                f"{', '.join(sorted(ALL_SCHEDULER_NAMES))}")
     import transformers
     make = getattr(transformers, HF_SCHEDULERS[name])
     warmup = int(config.get("warmup_steps") or 0)

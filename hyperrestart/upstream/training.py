@@ -9,7 +9,9 @@ from pathlib import Path
 
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.files import atomic_write_json
-from hyperrestart.upstream import arguments, lr_trace, registry, repeat, run_folder
+from hyperrestart.upstream import arguments, lr_trace, processes, registry, repeat, run_folder
+from hyperrestart.upstream.processes import stop_with_launcher
+from hyperrestart.upstream.preflight import preflight, warn_accumulation
 from hyperrestart.upstream.resolve import resolve
 from hyperrestart.upstream.tiny import OFFLINE_ENV
 
@@ -99,26 +101,31 @@ class Progress:
 
 def train(cmd, cwd, env, log_path: Path, mode, max_steps, header=None):
     """Run the trainer, its output to log_path; streamed (verbose), summarised (default) or silent (quiet).
+    A stop signal to `run` stops the trainer's whole process tree (processes.stop_with_launcher).
     Returns (exit code, the log text of this run)."""
     progress = Progress(max_steps) if mode == "default" else None
     start = log_path.stat().st_size if log_path.exists() else 0
-    with open(log_path, "a") as log:
-        if header:
-            log.write(header + "\n")
-        process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, bufsize=1)
-        try:
-            for line in process.stdout:
-                log.write(line)
-                if mode == "verbose":
-                    sys.stdout.write(line)
-                elif progress:
-                    progress.feed(line)
-        finally:
-            returncode = process.wait()
-            if progress:
-                progress.close()
-    with open(log_path, errors="replace") as handle:
+    try:
+        with open(log_path, "a", encoding="utf-8") as log:
+            if header:
+                log.write(header + "\n")
+            process = processes.popen_tree(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                           text=True, bufsize=1, encoding="utf-8", errors="replace")
+            with stop_with_launcher(process):
+                for line in process.stdout:
+                    log.write(line)
+                    if mode == "verbose":
+                        sys.stdout.write(line)
+                    elif progress:
+                        progress.feed(line)
+                returncode = process.wait()
+    except processes.Stopped as stop:
+        raise HyperrestartError(f"stopped by {stop}: the trainer and every process it started were stopped; "
+                                f"continue the run from its last checkpoint with --resume (log: {log_path})") from None
+    finally:
+        if progress:
+            progress.close()
+    with open(log_path, encoding="utf-8", errors="replace") as handle:
         handle.seek(start)
         return returncode, handle.read()
 
@@ -150,8 +157,9 @@ def summarize(output_dir: Path, config, log_text=""):
 
 
 def run(request) -> int:
-    """Train: resolve and check the config before anything slow, prepare the run folder, run the upstream's script
-    in its env with progress, then summarise (lr trace, restarts, metrics, checkpoints). request: resolve.RunRequest."""
+    """Train: resolve and check the config before anything slow (preflight: nothing is written when it refuses),
+    claim the run folder (ownership marker, lock held while the run writes), run the upstream's script in its env
+    with progress, then summarise (lr trace, restarts, metrics, checkpoints). request: resolve.RunRequest."""
     from hyperrestart.upstream.envs import python_for
     recorded = None
     if request.repeat:
@@ -164,8 +172,14 @@ def run(request) -> int:
     python = Path(request.python) if request.python else python_for(upstream.name)
     spec = arguments.argument_spec(upstream, tree, python)
     resolved = resolve(request, spec, upstream, config)
-    arguments.check_config(resolved.config, spec, upstream, resolved.origin)
-    checkpoint = run_folder.prepare_output_dir(request, resolved)
+    preflight(resolved, spec, request)
+    with run_folder.claim(request, resolved) as checkpoint:
+        return _train_in_folder(request, resolved, checkpoint, tree, python, recorded)
+
+
+def _train_in_folder(request, resolved, checkpoint, tree, python, recorded=None) -> int:
+    """recorded: the record of the run a --repeat repeats (upstream/repeat.py), else None."""
+    upstream = resolved.upstream
     config_file, header = write_run_config(resolved, checkpoint)
     cmd = registry.command(upstream, python, config_file, request.nproc)
     output_dir = resolved.output_dir
@@ -181,9 +195,14 @@ def run(request) -> int:
                   flush=True)
     log_path = output_dir / "train.log"
     mode = "verbose" if request.verbose else "quiet" if request.quiet else "default"
-    print(f"running {upstream.name} in {tree / upstream.workdir}" + (f" from {checkpoint.name}" if checkpoint else "")
+    origin = ""
+    if checkpoint is not None:
+        origin = (" (training finished: evaluating the final model only)"
+                  if run_folder.evaluates_only(checkpoint, resolved.config) else f" from {checkpoint.name}")
+    print(f"running {upstream.name} in {tree / upstream.workdir}{origin}"
           + f":\n  {' '.join(cmd)}\nlog:          {log_path}" + ("" if request.verbose else " (--verbose streams it)"),
           flush=True)
+    warn_accumulation(resolved.config)
     warning = alignment_warning(resolved.config)
     if warning:
         print(warning, flush=True)
@@ -197,9 +216,31 @@ def run(request) -> int:
         if recorded:
             print(repeat.check_repeat(Path(request.repeat), output_dir))
     if returncode != 0:
-        tail = "" if request.verbose else "\n  ".join([":"] + log_text.rstrip().splitlines()[-15:])
-        raise HyperrestartError(f"{upstream.script} exited with {returncode}; see {log_path}{tail}")
+        excerpt = "" if request.verbose else failure_excerpt(log_text)
+        raise HyperrestartError(f"{upstream.script} exited with {returncode}; see {log_path}" + (
+            "\n  the failing process's last lines:\n    " + "\n    ".join(excerpt) if excerpt else ""))
     return 0
+
+
+LAUNCHER_ERRORS = ("ChildFailedError", "torch.distributed.elastic", "torch/distributed/run.py")
+RANK_PREFIX = re.compile(r"^\[(?:default)?rank\d+\]:\s?")
+
+
+def failure_excerpt(log_text, limit=15):
+    """The last lines of the failing process's last traceback in the log (a worker's, not the launcher's
+    "exitcode: 1 ... To enable traceback" report), or the log's last lines when there is no traceback."""
+    lines = [RANK_PREFIX.sub("", line) for line in log_text.rstrip().splitlines()]
+    starts = [i for i, line in enumerate(lines) if line.lstrip().startswith("Traceback (most recent call last)")]
+    for position in reversed(range(len(starts))):
+        start = starts[position]
+        end = starts[position + 1] if position + 1 < len(starts) else len(lines)
+        block = lines[start:end]
+        cut = next((i for i, line in enumerate(block[1:], 1) if line and not line[0].isspace()
+                    and not line.startswith("During handling")), len(block) - 1)
+        block = block[:cut + 1]
+        if not any(marker in line for line in block for marker in LAUNCHER_ERRORS):
+            return block[-limit:]
+    return lines[-limit:]
 
 
 def write_run_config(resolved, checkpoint):
@@ -211,6 +252,8 @@ def write_run_config(resolved, checkpoint):
         return path, None
     path = resolved.output_dir / run_folder.RESUME_CONFIG
     atomic_write_json(path, run_folder.resume_config(resolved.config, checkpoint), indent=4)
+    if run_folder.evaluates_only(checkpoint, resolved.config):
+        return path, "=== hyperrestart run --resume: training finished; evaluating the final model only ==="
     return path, f"=== hyperrestart run --resume: continuing from {checkpoint.name} ==="
 
 

@@ -54,13 +54,9 @@ def collect_inputs(lock, upstream, profile, patches_dir=PATCHES_DIR, root=PROJEC
     for item in upstream.overlay:
         try:
             patchcheck.check_relative_path(item.dest, f"overlay entry of {upstream.name}")
-            patchcheck.check_relative_path(item.source, f"overlay source of {upstream.name}")
+            path = patchcheck.check_overlay_source(root, item.source, f"overlay source of {upstream.name}")
         except HyperrestartError as exc:
             problems.append(str(exc))
-            continue
-        path = Path(root) / item.source
-        if not path.is_file():
-            problems.append(f"{item.source}: overlay file missing")
             continue
         digest = file_sha256(path)
         if verify_hashes and digest != item.sha256:
@@ -75,7 +71,7 @@ def collect_inputs(lock, upstream, profile, patches_dir=PATCHES_DIR, root=PROJEC
 
 def checkout_pinned(cache, upstream, workdir: Path):
     """A fresh repository at the pinned commit on branch `hyperrestart`, objects copied from the cache."""
-    workdir.mkdir(parents=True)
+    workdir.mkdir(parents=True, exist_ok=True)  # a scratch folder may already hold its ownership marker
     gitops.init_repo(workdir)
     # --depth 1 records the pinned commit as a shallow root, so history tools (rebase -i, log) work in the tree
     # a plain path, not a file:// URL (which would need quoting for '%', '#' or spaces in the cache path)
@@ -136,4 +132,17 @@ def build_tree(cache, inputs: Inputs, workdir: Path, log=print) -> str:
         raise PatchApplyError(f"{upstream.name} at {upstream.commit[:12]} (profile {inputs.profile}): {exc}") from None
     gitops.run(workdir, "tag", "-f", PATCHED_TAG)
     apply_overlay(workdir, inputs.overlay)
+    check_regular_files_only(workdir, f"{upstream.name} ({inputs.profile})")
     return gitops.tree_of(workdir, "HEAD")
+
+
+def check_regular_files_only(workdir, what):
+    """Every entry of the built tree (HEAD and the index) is a regular file, 100644 or 100755: no symlink (120000)
+    or submodule (160000), however a patch got one past the checks made before applying it."""
+    listed = gitops.run(workdir, "ls-tree", "-r", "-z", "--full-tree", "HEAD") + "\0" + \
+        gitops.run(workdir, "ls-files", "-s", "-z")
+    bad = sorted({entry.split("\t", 1)[1] + f" (mode {entry.split()[0]})" for entry in listed.split("\0")
+                  if entry and entry.split()[0] not in ("100644", "100755")})
+    if bad:
+        raise HyperrestartError(f"{what}: the patched tree holds entries that are not regular files: {', '.join(bad)}; "
+                                f"refused before it reaches any destination (symlinks and submodules are not allowed)")

@@ -8,7 +8,7 @@ from pathlib import Path
 from hyperrestart.vendor import gitops
 from hyperrestart.vendor.build import BASE_TAG, OVERLAY_TRAILER
 from hyperrestart.core.errors import HyperrestartError
-from hyperrestart.vendor.materialize import read_state, write_state
+from hyperrestart.vendor.state import read_state, write_state
 from hyperrestart.core.paths import PATCHES_DIR, PROJECT_ROOT
 from hyperrestart.vendor.series import read_series, series_path
 from hyperrestart.vendor.verify import relock
@@ -55,7 +55,7 @@ def export(lock, name, dest: Path, message=None, log=print) -> int:
     existing = {}
     for entry in entries:
         path = PATCHES_DIR / name / entry.name
-        existing[patch_subject(path.read_text())] = entry
+        existing[patch_subject(path.read_text(encoding="utf-8"))] = entry
     new_entries, written = [], []
     commits = gitops.run(tree, "rev-list", "--reverse", "--first-parent", f"{BASE_TAG}..HEAD").split()
     for commit in commits:
@@ -70,8 +70,8 @@ def export(lock, name, dest: Path, message=None, log=print) -> int:
         file_name = entry.name if entry else f"{len(new_entries) + 1:04d}-{slug(subject)}.patch"
         line = entry.line if entry else file_name
         path = PATCHES_DIR / name / file_name
-        if not path.exists() or path.read_text() != text:
-            path.write_text(text)
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
             written.append(file_name)
         new_entries.append((file_name, line))
     kept = {n for n, _ in new_entries}
@@ -100,6 +100,6 @@ def _rewrite_series(name, old_entries, new_entries):
     """Keep the series file's comments; list the patches in commit order, each keeping its original line."""
     path = series_path(PATCHES_DIR, name)
     old_names = {e.name for e in old_entries}
-    comments = [line for line in (path.read_text().splitlines() if path.exists() else [])
+    comments = [line for line in (path.read_text(encoding="utf-8").splitlines() if path.exists() else [])
                 if line.partition("#")[0].strip() not in old_names]
-    path.write_text("\n".join(comments + [line for _, line in new_entries]) + "\n")
+    path.write_text("\n".join(comments + [line for _, line in new_entries]) + "\n", encoding="utf-8")

@@ -56,6 +56,14 @@ def run(cwd, *args, env=None, strip=True, binary=False):
     return out[:-1] if strip and out.endswith("\n") else out
 
 
+def run_ok(cwd, *args):
+    """stdout of `git args...`, or None when git fails (a question whose answer may be no)."""
+    try:
+        return run(cwd, *args)
+    except GitError:
+        return None
+
+
 def check_not_option(value, what):
     """A user-given ref, URL or path must never reach git as an option (`--upload-pack=...` runs a command)."""
     if str(value).startswith("-"):

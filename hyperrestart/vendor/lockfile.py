@@ -90,7 +90,7 @@ def check_name(name, where):
 def load(path) -> Lock:
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise HyperrestartError(f"{path} not found: run from a hyperrestart checkout") from None
     except tomllib.TOMLDecodeError as exc:

@@ -1,19 +1,18 @@
 """Materialising upstream trees in a destination: idempotent, atomic, and never losing a user's local edits."""
 import datetime
-import json
 import os
-import shutil
 import time
 from pathlib import Path
 
-from hyperrestart.vendor import gitops
+from hyperrestart.vendor import gitops, owned
 from hyperrestart.vendor.build import BASE_TAG, PATCHED_TAG, build_tree, collect_inputs
-from hyperrestart.core.files import atomic_write_json, file_sha256
+from hyperrestart.vendor.destination import checked_destination
+from hyperrestart.vendor.state import STATE_FILE, DamagedStateError, read_state, write_state
+from hyperrestart.core.files import file_sha256
 from hyperrestart.core.errors import BusyError, HyperrestartError, LocalChangesError
 from hyperrestart.core.locks import FileLock
 from hyperrestart.vendor.sources import cached_commit
 
-STATE_FILE = "hyperrestart-state.json"  # kept inside .git: not part of the tree
 TMP_PREFIX = ".hyperrestart-tmp-"
 OLD_PREFIX = ".hyperrestart-old-"
 BACKUP_DIR = ".hyperrestart-backups"
@@ -41,37 +40,49 @@ class DestinationLock(FileLock):
         return self
 
 
-def state_path(tree: Path) -> Path:
-    return Path(tree) / ".git" / STATE_FILE
-
-
-def read_state(tree: Path):
-    path = state_path(tree)
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-
-
-def write_state(tree: Path, state: dict):
-    path = state_path(tree)
-    atomic_write_json(path, state, sort_keys=True)
-
-
 def recover(dest: Path, log=print):
-    """Undo what an interrupted run left: scratch trees are removed; a tree moved aside but not replaced is put back,
-    one that was replaced is disposed of as after a normal swap (never deleted while it holds anything of the user)."""
-    for leftover in sorted(dest.glob(TMP_PREFIX + "*")):
-        shutil.rmtree(leftover, ignore_errors=True)
+    """Finish what an interrupted run left, touching only folders with a valid marker (owned.py): scratch trees are
+    deleted; a tree moved aside but not replaced is put back; a superseded one (checked before it was moved aside)
+    is deleted without checking it again, as it may be half deleted. Says in one line what was cleaned up."""
+    done = []
+    for scratch in sorted(dest.glob(TMP_PREFIX + "*")):
+        if owned.read_marker(scratch):
+            owned.remove_owned(scratch)
+            done.append(f"deleted the scratch tree {scratch.name}")
+        elif owned.is_empty_shell(scratch):
+            owned.remove_empty_shell(scratch)
+            done.append(f"removed the empty folder {scratch.name}")
     for old in sorted(dest.glob(OLD_PREFIX + "*")):
-        name = old.name[len(OLD_PREFIX):]
-        if not (dest / name).exists():
-            log(f"{name}: restoring the tree an interrupted run had moved aside")
+        marker, name = owned.read_marker(old), old.name[len(OLD_PREFIX):]
+        if not marker:
+            if owned.is_empty_shell(old):
+                owned.remove_empty_shell(old)
+                done.append(f"removed the empty folder {old.name}")
+            continue
+        if marker["role"] == "superseded" and not os.path.lexists(dest / name):
             old.rename(dest / name)
+            owned.marker_path(dest / name).unlink(missing_ok=True)
+            done.append(f"put {name} back (moved aside by a run that did not finish)")
         else:
-            dispose_old_tree(dest, old, name, log)
+            owned.remove_owned(old)
+            done.append(f"deleted {old.name} (the tree a finished swap replaced)")
+    if done:
+        log(f"cleaned up after an interrupted run in {dest}: {'; '.join(done)}")
+
+
+def _in_the_way(path: Path, what):
+    """Refuse, before anything is touched, when a folder the tool needs is taken by one it did not make."""
+    if os.path.lexists(path):
+        raise HyperrestartError(f"{path} is in the way: hyperrestart puts {what} there, but this one holds no "
+                                f"hyperrestart marker (not made by it, or by an older version), so it is left alone; "
+                                f"move it elsewhere or delete it yourself, then rerun")
+
+
+def damaged(tree: Path, exc) -> HyperrestartError:
+    detail = (exc.stderr.splitlines() or [""])[-1] if isinstance(exc, gitops.GitError) else str(exc)
+    return HyperrestartError(f"{tree}: git cannot read this tree ({detail}); it looks damaged. Rerun with --force to "
+                             f"move it, whole, to {tree.parent / BACKUP_DIR}/ and build it again, or move it away "
+                             f"yourself")
 
 
 def local_changes(tree: Path, state: dict):
@@ -144,21 +155,30 @@ def _unique(folder: Path, stem, suffix="") -> Path:
     return path
 
 
-def dispose_old_tree(dest: Path, old: Path, name, log=print):
-    """Delete a replaced tree, unless it holds anything hyperrestart did not make: then move it, whole, into
-    DEST/.hyperrestart-backups/ (its content changes also saved as a patch) and say where."""
-    state = read_state(old)
+def at_risk(tree: Path):
+    """(what a rebuild of TREE would lose, its state, its current tree hash); a damaged tree or state file is one
+    item that only --force passes."""
+    try:
+        state = read_state(tree)
+    except DamagedStateError as exc:
+        return [f"damaged state file ({exc.reason})"], None, None
     if state is None:
-        items, current, changes = ["no hyperrestart state file"], None, []
-    else:
-        current, changes = local_changes(old, state)
-        items = changes + outside_the_tree(old, state)
-    if not items:
-        shutil.rmtree(old)
-        return None
-    patch = save_local_changes(dest, old, state, current) if changes else None
+        return ["no hyperrestart state file"], None, None
+    try:
+        current, changes = local_changes(tree, state)
+        return changes + outside_the_tree(tree, state), state, current
+    except gitops.GitError as exc:
+        return [f"unreadable by git ({(exc.stderr.splitlines() or [''])[-1]})"], None, None
+
+
+def back_up_tree(dest: Path, tree: Path, items, state, current, log=print):
+    """Move TREE, whole, into DEST/.hyperrestart-backups/ (its content edits also saved there as a patch) and say
+    where: what --force does with a tree holding anything hyperrestart did not make."""
+    name = tree.name
+    changes = state is not None and current is not None and current != state["result_tree"]
+    patch = save_local_changes(dest, tree, state, current) if changes else None
     backup = _unique(dest / BACKUP_DIR, f"{name}-{_stamp()}")
-    old.rename(backup)
+    tree.rename(backup)
     log(f"{name}: the old tree held things hyperrestart did not make ({'; '.join(items[:5])}"
         f"{'; ...' if len(items) > 5 else ''}): moved it, whole, to {backup}")
     if patch:
@@ -188,58 +208,90 @@ def materialise_one(lock, name, dest: Path, profile, *, force=False, overrides=N
         raise HyperrestartError(f"vendor.lock has no result_tree for {name} profile {profile}: "
                                 f"run `python bootstrap.py lock` after changing patches or overlay")
     tree = dest / name
-    if tree.exists():
-        state = read_state(tree)
-        if state is None:
-            raise HyperrestartError(f"{tree} exists but was not made by hyperrestart (no .git/{STATE_FILE}); "
-                                    f"move it away or choose another --dest")
-        _, changes = local_changes(tree, state)
-        if not changes and is_current(state, inputs):
-            log(f"{name}: up to date ({upstream.commit[:12]}, profile {profile}, tree {expected[:12]})")
-            return "up to date"
-        at_risk = changes + outside_the_tree(tree, state)
-        if at_risk and not force:
-            listing = "\n  ".join(at_risk)
-            raise LocalChangesError(
-                f"local changes detected in {tree} that a rebuild would lose; nothing was touched:\n  {listing}\n"
-                f"Keep edits and commits as patches with `python bootstrap.py export {name}` and move other files "
-                f"out of the tree, or re-run with --force: the old tree, whole (all of the above), is then moved "
-                f"to {dest / BACKUP_DIR}/ and its edits saved there as a patch.")
+    if os.path.lexists(tree):
+        if tree.is_symlink() or not tree.is_dir():
+            raise HyperrestartError(f"{tree} exists but is not a folder made by hyperrestart; move it away or choose "
+                                    f"another --dest")
+        try:
+            state = read_state(tree)
+        except DamagedStateError:
+            if not force:
+                raise
+            state = None
+        else:
+            if state is None:
+                raise HyperrestartError(f"{tree} exists but was not made by hyperrestart (no .git/{STATE_FILE}); "
+                                        f"move it away or choose another --dest")
+        if state is not None:
+            try:
+                _, changes = local_changes(tree, state)
+                if not changes and is_current(state, inputs):
+                    log(f"{name}: up to date ({upstream.commit[:12]}, profile {profile}, tree {expected[:12]})")
+                    return "up to date"
+                risky = changes + outside_the_tree(tree, state)
+            except gitops.GitError as exc:
+                if not force:
+                    raise damaged(tree, exc) from None
+                risky = []  # --force: the swap moves it, whole, to the backups
+            if risky and not force:
+                raise local_changes_error(tree, risky, name, dest)
+        _in_the_way(dest / f"{OLD_PREFIX}{name}", "the tree it replaces")
     with cached_commit(upstream, overrides=overrides, bundles=bundles, offline=offline, log=log) as cache:
         scratch = dest / f"{TMP_PREFIX}{name}-{os.getpid()}"
+        _in_the_way(scratch, "the tree it builds")
         try:
             started = time.monotonic()
+            owned.make_scratch(scratch)
             result = build_tree(cache, inputs, scratch, log=log)
             if result != expected:
                 raise HyperrestartError(f"{name} ({profile}): built tree {result} but vendor.lock expects {expected}; "
                                         f"nothing was touched (after a deliberate change run `python bootstrap.py lock`)")
             write_state(scratch, desired_state(inputs, scratch, result, expected))
-            swap_into_place(dest, scratch, tree, log)
+            swap_into_place(dest, scratch, tree, force, log)
         finally:
-            if scratch.exists():
-                shutil.rmtree(scratch, ignore_errors=True)
+            if owned.read_marker(scratch):
+                owned.remove_owned(scratch)
     log(f"{name}: materialised {upstream.commit[:12]} + {len(inputs.patches)} patch(es) + "
         f"{len(inputs.overlay)} overlay file(s), profile {profile}, tree {result[:12]} verified "
         f"({time.monotonic() - started:.1f}s) -> {tree}")
     return "materialised"
 
 
-def swap_into_place(dest: Path, scratch: Path, tree: Path, log=print):
-    """Two renames, then the old tree is disposed of (kept in the backups if it holds anything of the user's, which
-    is checked again here: something may have been written into it during the build). An interruption anywhere is
-    undone by recover() on the next run."""
-    old = dest / f"{OLD_PREFIX}{tree.name}"
-    if tree.exists():
-        if old.exists():
-            dispose_old_tree(dest, old, tree.name, log)
-        tree.rename(old)
+def local_changes_error(tree, items, name, dest, when=""):
+    listing = "\n  ".join(items)
+    return LocalChangesError(
+        f"local changes detected in {tree}{when} that a rebuild would lose; nothing was touched:\n  {listing}\n"
+        f"Keep edits and commits as patches with `python bootstrap.py export {name}` and move other files "
+        f"out of the tree, or re-run with --force: the old tree, whole (all of the above), is then moved "
+        f"to {dest / BACKUP_DIR}/ and its edits saved there as a patch.")
+
+
+def swap_into_place(dest: Path, scratch: Path, tree: Path, force=False, log=print):
+    """Put the built tree in place. The old tree is checked once more (something may have been written into it
+    during the build): holding anything of the user's it is refused, or with --force moved whole to the backups;
+    clean, it is marked superseded, moved aside, and deleted after the new tree is in place. A kill anywhere is
+    finished by recover() on the next run, which never needs to read the superseded tree."""
+    aside = dest / f"{OLD_PREFIX}{tree.name}"
+    moved_aside = False
+    if os.path.lexists(tree):
+        items, state, current = at_risk(tree)
+        if items and not force:
+            raise local_changes_error(tree, items, tree.name, dest, when=" (written while the new tree was built)")
+        if items:
+            back_up_tree(dest, tree, items, state, current, log)
+        else:
+            owned.write_marker(tree, aside.name, "superseded")
+            tree.rename(aside)
+            moved_aside = True
     scratch.rename(tree)
-    if old.exists():
-        dispose_old_tree(dest, old, tree.name, log)
+    owned.marker_path(tree).unlink(missing_ok=True)
+    if moved_aside:
+        owned.write_marker(aside, aside.name, "disposing")
+        owned.remove_owned(aside)
 
 
 def materialise(lock, names, dest, profile, **kwargs):
-    dest = Path(dest).resolve()
+    dest = checked_destination(dest)
     log = kwargs.get("log", print)
     results = {}
     with DestinationLock(dest):

@@ -3,6 +3,7 @@ import difflib
 import os
 import posixpath
 import re
+import stat
 from pathlib import Path
 
 from unidiff import PatchSet
@@ -11,6 +12,11 @@ from unidiff.errors import UnidiffParseError
 from hyperrestart.core.errors import HyperrestartError
 
 
+def git_lines(text: str) -> list:
+    """The lines of a patch as git reads them: ending only at '\\n' (never at a form feed, '\\x0b', '\\x85' or
+    U+2028, where str.splitlines() would split), each without its '\\n'."""
+    lines = text.split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
 
 
 def check_relative_path(path: str, what: str):
@@ -24,13 +30,60 @@ def check_relative_path(path: str, what: str):
         problem = "contains a backslash"
     elif ".." in path.split("/"):
         problem = "contains '..'"
-    elif any(_is_dot_git(part) for part in path.split("/")):
+    elif any(is_dot_git(part) for part in path.split("/")):
         problem = "reaches into .git"
     if problem:
         raise HyperrestartError(f"{what}: path {path!r} {problem}; refusing it (paths must stay inside the upstream tree)")
 
 
-def _is_dot_git(part):
+OVERLAY_ROOT = "overlay"
+
+
+def _refuse_link(path, what):
+    raise HyperrestartError(f"{what}: {path} is a symlink to {os.readlink(path)}; overlay sources must be regular "
+                            f"files inside {OVERLAY_ROOT}/ (copy the file in instead of linking it)")
+
+
+def check_overlay_source(root, source, what):
+    """An overlay source is a regular file inside ROOT/overlay/, reached through no symlink (a linked file or folder
+    would bring content from outside the project into the trees and the lock)."""
+    check_relative_path(source, what)
+    parts = source.split("/")
+    if parts[0] != OVERLAY_ROOT or len(parts) < 2:
+        raise HyperrestartError(f"{what}: {source!r} is not inside {OVERLAY_ROOT}/; overlay sources live there")
+    path = Path(root)
+    for part in parts:
+        path = path / part
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            raise HyperrestartError(f"{source}: overlay file missing") from None
+        if stat.S_ISLNK(mode):
+            _refuse_link(path, what)
+    if not stat.S_ISREG(mode):
+        raise HyperrestartError(f"{what}: {path} is not a regular file; overlay sources must be regular files")
+    return path
+
+
+def overlay_files(folder, root, what):
+    """Every regular file under FOLDER (bytecode caches left out), as paths relative to ROOT; any symlink (to a
+    file or a folder) or other non-regular entry on the way is refused, never skipped."""
+    folder = Path(folder)
+    if folder.is_symlink():
+        _refuse_link(folder, what)
+    found = []
+    for top, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in [*dirs, *sorted(files)]:
+            path = Path(top) / name
+            if path.is_symlink():
+                _refuse_link(path, what)
+        found += [check_overlay_source(root, (Path(top) / f).relative_to(root).as_posix(), what)
+                  for f in sorted(files)]
+    return sorted(found)
+
+
+def is_dot_git(part):
     """.git as git itself refuses it (verify_path): in any case, and as NTFS reads `.git.`, `.git ` or `git~1`."""
     folded = part.lower().rstrip(". ")
     return folded in (".git", "git~1")
@@ -63,7 +116,7 @@ def _check_headers(name, text):
     """The extended header lines of every file diff: modes (including the one on `index` lines) and rename/copy
     paths. Lines before the first `diff --git` (the message) and inside hunks are content, not headers."""
     in_header = False
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(git_lines(text), 1):
         where = f"{name}:{lineno}"
         if line.startswith("diff --git "):
             in_header = True
@@ -92,8 +145,12 @@ def _strip_prefix(path):
 def parse_patch(path) -> PatchSet:
     """Parse a patch with unidiff and refuse unsafe content: bad paths, binary diffs, any mode but a regular file's."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8", errors="strict")
-    for lineno, line in enumerate(text.splitlines(), 1):
+    try:
+        text = path.read_bytes().decode("utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise HyperrestartError(f"{path.name}: not UTF-8 ({exc.reason} at byte {exc.start}); "
+                                f"ship files in other encodings in overlay/") from None
+    for lineno, line in enumerate(git_lines(text), 1):
         if line.startswith("GIT binary patch") or (line.startswith("Binary files ") and line.endswith(" differ")):
             raise HyperrestartError(f"{path.name}:{lineno}: binary patches are refused (ship the file in overlay/)")
     _check_headers(path.name, text)
@@ -129,7 +186,7 @@ def check_inside_tree(root, relpath, what):
 
 def dep3_problems(path) -> list:
     """Missing DEP-3 fields in a patch header (only Description is mandatory here)."""
-    header = Path(path).read_text(errors="replace").split("\ndiff --git ", 1)[0]
+    header = Path(path).read_text(encoding="utf-8", errors="replace").split("\ndiff --git ", 1)[0]
     return [] if "Description:" in header else [f"{Path(path).name}: header has no DEP-3 'Description:' field"]
 
 

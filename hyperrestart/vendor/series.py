@@ -28,7 +28,7 @@ def read_series(patches_dir, upstream, known_profiles=None):
     if not path.exists():
         return []
     entries, seen = [], set()
-    for lineno, raw in enumerate(path.read_text().splitlines(), 1):
+    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         body, _, comment = raw.partition("#")
         name = body.strip()
         if not name:

@@ -9,7 +9,7 @@ from pathlib import Path
 from hyperrestart.vendor import gitops
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.locks import FileLock
-from hyperrestart.core.paths import cache_dir
+from hyperrestart.core.paths import cache_error, writable_cache_dir
 
 MIRROR_ENV = "HYPERRESTART_MIRROR"
 
@@ -102,9 +102,12 @@ def _init_cache(path: Path):
 def cache_repo(name) -> Path:
     """The bare repository holding fetched objects of one upstream (shared by every destination), created when
     missing; change it only under CacheLock."""
-    path = cache_dir() / "git" / f"{name}.git"
+    path = writable_cache_dir("git") / f"{name}.git"
     if not (path / "HEAD").exists():
-        _init_cache(path)
+        try:
+            _init_cache(path)
+        except OSError as exc:
+            raise cache_error(path.parent, exc) from None
     return path
 
 
@@ -113,16 +116,31 @@ class CacheLock(FileLock):
     runs, into the same or different destinations, never fetch into it at the same time."""
 
     def __init__(self, name, log=None):
-        super().__init__(cache_dir() / "git" / f"{name}.lock")
+        super().__init__(writable_cache_dir("git") / f"{name}.lock")
         self.log = log
 
     def __enter__(self):
-        self._open()
+        try:
+            self._open()
+        except OSError as exc:
+            raise cache_error(self.path.parent, exc) from None
         if not self.try_exclusive():
             if self.log:
                 self.log(f"waiting for another hyperrestart run that uses the git cache ({self.path})")
             self.wait_exclusive()
         return self
+
+
+def remove_stale_git_locks(cache: Path, log):
+    """Git's lock files in the cache (refs/**.lock, packed-refs.lock, shallow.lock, ...): while this run holds the
+    exclusive CacheLock no git process of the tool runs there, so one left is a killed git's, and would make every
+    later ref update fail. Removed, saying so in one line."""
+    stale = sorted(p for p in [*cache.glob("*.lock"), *(cache / "refs").rglob("*.lock")] if p.is_file())
+    for path in stale:
+        path.unlink()
+    if stale:
+        log(f"cleaned up the git cache {cache}: removed {len(stale)} lock file(s) left by a killed git process "
+            f"({', '.join(p.relative_to(cache).as_posix() for p in stale[:3])}{', ...' if len(stale) > 3 else ''})")
 
 
 def pinned_ref(commit):
@@ -203,6 +221,7 @@ def cached_commit(upstream, *, overrides=None, bundles=None, offline=False, reco
     without `tree`."""
     with CacheLock(upstream.name, log) as lock:
         cache = cache_repo(upstream.name)
+        remove_stale_git_locks(cache, log)
         if not gitops.has_complete_commit(cache, upstream.commit):
             sources = sources_for(upstream, overrides, bundles)
             incomplete = gitops.has_commit(cache, upstream.commit)
@@ -217,7 +236,8 @@ def cached_commit(upstream, *, overrides=None, bundles=None, offline=False, reco
                     f"{state}:\n  " + "\n  ".join(errors) + f"\n{_how_to_provide(upstream)}" +
                     (f"\nIf this persists, delete the cache folder {cache} (it only holds fetched copies)."
                      if incomplete else ""))
-        gitops.run(cache, "update-ref", pinned_ref(upstream.commit), upstream.commit)
+        if gitops.run_ok(cache, "rev-parse", "-q", "--verify", pinned_ref(upstream.commit)) != upstream.commit:
+            gitops.run(cache, "update-ref", pinned_ref(upstream.commit), upstream.commit)
         tree = gitops.tree_of(cache, upstream.commit)
         if not upstream.tree and not record_tree:
             raise HyperrestartError(

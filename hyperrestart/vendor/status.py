@@ -1,7 +1,9 @@
 """`status`: what is materialised where, against what vendor.lock says."""
 from pathlib import Path
 
-from hyperrestart.vendor.materialize import BACKUP_DIR, local_changes, outside_the_tree, read_state
+from hyperrestart.vendor import gitops
+from hyperrestart.vendor.materialize import BACKUP_DIR, local_changes, outside_the_tree
+from hyperrestart.vendor.state import DamagedStateError, read_state
 
 
 def status(lock, names, dest: Path) -> int:
@@ -12,7 +14,12 @@ def status(lock, names, dest: Path) -> int:
         upstream = lock.upstream(name)
         tree = dest / name
         print(f"{name}: {tree}")
-        state = read_state(tree) if tree.exists() else None
+        try:
+            state = read_state(tree) if tree.is_dir() else None
+        except DamagedStateError as exc:
+            print(f"  DAMAGED: {exc}")
+            all_good = False
+            continue
         if state is None:
             print("  not materialised (run `python bootstrap.py`)" if not tree.exists()
                   else "  not made by hyperrestart (no state file)")
@@ -27,7 +34,15 @@ def status(lock, names, dest: Path) -> int:
         for patch in state["patches"]:
             print(f"    {patch}")
         print(f"  overlay  {len(state['overlay'])} file(s)")
-        _, changes = local_changes(tree, state)
+        try:
+            _, changes = local_changes(tree, state)
+            outside = outside_the_tree(tree, state)
+        except gitops.GitError as exc:
+            print(f"  DAMAGED: git cannot read {tree} ({(exc.stderr.splitlines() or [''])[-1]}); repair: "
+                  f"`python bootstrap.py --force --dest {dest} --only {name}` moves it, whole, to {dest / BACKUP_DIR}/ "
+                  f"and builds it again")
+            all_good = False
+            continue
         if changes:
             all_good = False
             print(f"  local modifications ({len(changes)}):")
@@ -35,7 +50,6 @@ def status(lock, names, dest: Path) -> int:
                 print(f"    {change}")
         else:
             print("  local modifications: none")
-        outside = outside_the_tree(tree, state)
         if outside:
             print(f"  not in the tree ({len(outside)}; a rebuild refuses to lose them, --force moves the old tree to "
                   f"{dest / BACKUP_DIR}/):")

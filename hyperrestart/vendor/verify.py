@@ -5,7 +5,7 @@ from pathlib import Path
 from hyperrestart.vendor import gitops, lockfile, patchcheck
 from hyperrestart.vendor.build import build_tree, collect_inputs, PatchApplyError
 from hyperrestart.core.files import file_sha256
-from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.errors import CacheError, HyperrestartError
 from hyperrestart.vendor.lockfile import OverlayFile
 from hyperrestart.core.paths import OVERLAY_DIR, PATCHES_DIR, PROJECT_ROOT
 from hyperrestart.vendor.series import read_series
@@ -29,6 +29,8 @@ def check(lock, names, profiles, *, overrides=None, bundles=None, offline=False,
         try:
             with cached_commit(upstream, overrides=overrides, bundles=bundles, offline=offline, log=log) as cache:
                 problems += check_profiles(lock, upstream, cache, profiles, log)
+        except CacheError:
+            raise
         except HyperrestartError as exc:  # the commit cannot be had, or a patch is refused outright
             problems.append(str(exc))
     return problems
@@ -66,8 +68,8 @@ def discover_overlay(lock_upstream, root=PROJECT_ROOT, overlay_dir=OVERLAY_DIR):
     for dest, item in list(entries.items()):
         if item.source.startswith(own_prefix) and not (Path(root) / item.source).exists():
             del entries[dest]  # file removed from overlay/<name>/
-    if own.is_dir():
-        for path in sorted(p for p in own.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+    if own.is_dir() or own.is_symlink():
+        for path in patchcheck.overlay_files(own, root, f"overlay of {lock_upstream.name}"):
             dest = path.relative_to(own).as_posix()
             entries[dest] = OverlayFile(dest, path.relative_to(root).as_posix())
     return sorted(entries.values(), key=lambda o: o.dest)
@@ -86,9 +88,7 @@ def relock(lock, names, *, overrides=None, bundles=None, offline=False, log=prin
             upstream.patches[entry.name] = file_sha256(path)
         upstream.overlay = discover_overlay(upstream)
         for item in upstream.overlay:
-            path = Path(PROJECT_ROOT) / item.source
-            if not path.is_file():
-                raise HyperrestartError(f"{item.source}: overlay source of {item.dest} is missing")
+            path = patchcheck.check_overlay_source(PROJECT_ROOT, item.source, f"overlay source of {item.dest}")
             item.sha256 = file_sha256(path)
         upstream.tree = ""  # re-derived from the commit below
         with cached_commit(upstream, overrides=overrides, bundles=bundles, offline=offline, record_tree=True,
