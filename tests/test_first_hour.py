@@ -285,3 +285,14 @@ def test_plot_lr_legend_leaves_the_last_cycle_free(tmp_path, monkeypatch):
     assert below and labels == ["lr used by the step", "max_steps=31"]
     low, high = fig.axes[0].get_ylim()
     assert low == 0 and high == pytest.approx(3e-4 * 1.15)  # a constant lr: a line at 87% height, not the border
+
+
+# --- p3 --tiny: the runner's progress and evaluations, not the libraries' chatter ----------------------------------
+def test_tiny_p3_runner_env_silences_library_chatter(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+    from hyperrestart.p3.launch import TINY_QUIET_ENV, runner_env
+    monkeypatch.delenv("TRANSFORMERS_VERBOSITY", raising=False)
+    env = runner_env(SimpleNamespace(tiny=True, output_dir=str(tmp_path)))
+    assert env["HF_DATASETS_DISABLE_PROGRESS_BARS"] == "1" and env["TRANSFORMERS_VERBOSITY"] == "error"
+    assert TINY_QUIET_ENV.items() <= env.items()
+    assert "TRANSFORMERS_VERBOSITY" not in runner_env(SimpleNamespace(tiny=False, output_dir=str(tmp_path)))
