@@ -296,3 +296,57 @@ def test_tiny_p3_runner_env_silences_library_chatter(tmp_path, monkeypatch):
     assert env["HF_DATASETS_DISABLE_PROGRESS_BARS"] == "1" and env["TRANSFORMERS_VERBOSITY"] == "error"
     assert TINY_QUIET_ENV.items() <= env.items()
     assert "TRANSFORMERS_VERBOSITY" not in runner_env(SimpleNamespace(tiny=False, output_dir=str(tmp_path)))
+
+
+# --- T0's mixing rates: examples-proportional mixing ----------------------------------------------------------------
+def _mixing():
+    from hyperrestart.core.overlay_import import load_overlay_module
+    from hyperrestart.core.paths import OVERLAY_DIR
+    return load_overlay_module("hyperrestart._p3_mixing", OVERLAY_DIR / "hyperdecoders" / "hyperdecoder" / "p3_runner"
+                               / "mixing.py")
+
+
+def test_t0_mixing_rates_keep_every_row_and_cap_the_rate():
+    from hyperrestart.p3.tasks import mixing_rates
+    rows = {"amazon_polarity_Is_this_review": 3_600_000, "app_reviews_convert_to_rating": 288_065}
+    assert mixing_rates(rows) == {"amazon_polarity_Is_this_review": 500_000 // 9,
+                                  "app_reviews_convert_to_rating": 288_065}
+
+
+def test_sampled_task_proportions_match_the_rates_over_100k_draws():
+    import numpy as np
+    mixing = _mixing()
+    rates = {"a": 55_555, "b": 288_065, "c": 10_000, "d": 1_000}
+    task_rows, start = {}, 0
+    for task, size in zip(rates, (500, 300, 200, 7)):  # a task smaller than its draws cycles through its rows
+        task_rows[task] = np.arange(start, start + size)
+        start += size
+    batches = mixing.mixture_block(task_rows, rates, batch_size=100, block=0, seed=3, block_steps=1000)
+    rows = np.concatenate(batches)
+    assert len(rows) == 100_000
+    owner = np.searchsorted([task_rows[t][-1] for t in rates], rows)  # task index of each drawn row
+    total = sum(rates.values())
+    for i, (task, rate) in enumerate(rates.items()):
+        p = rate / total
+        sigma = (p * (1 - p) / len(rows)) ** 0.5
+        assert abs((owner == i).mean() - p) < 4 * sigma, task  # within 4 standard errors of the rate
+    counts = np.bincount(rows[owner == 3], minlength=start)[task_rows["d"]]
+    assert counts.max() - counts.min() <= 1  # a small task's rows are used evenly (whole permutations)
+
+
+def test_mixture_is_reproducible_by_seed_and_resumes_exactly():
+    import numpy as np
+    mixing = _mixing()
+    task_rows = {"a": np.arange(0, 50), "b": np.arange(50, 80)}
+    rates = {"a": 5, "b": 3}
+    first = [mixing.mixture_block(task_rows, rates, 8, block, seed=7, block_steps=20) for block in range(3)]
+    again = [mixing.mixture_block(task_rows, rates, 8, block, seed=7, block_steps=20) for block in range(3)]
+    assert first == again  # same seed, same order
+    assert mixing.mixture_block(task_rows, rates, 8, 0, seed=8, block_steps=20) != first[0]
+    # a run stopped in block 1 at batch 13 and resumed there continues the same stream
+    stream = [batch for block in first for batch in block]
+    resumed = first[0] + first[1][:13] + mixing.mixture_block(task_rows, rates, 8, 1, seed=7, block_steps=20)[13:] \
+        + mixing.mixture_block(task_rows, rates, 8, 2, seed=7, block_steps=20)
+    assert resumed == stream
+    with pytest.raises(ValueError, match="finite and positive"):
+        mixing.mixture_block(task_rows, {"a": 1, "b": 0}, 8, 0, seed=7)
