@@ -156,6 +156,13 @@ def test_cap_per_task_reproduces_the_papers_3301_validation_rows():
     assert caps["amazon_polarity_Is_this_review"] == 26980  # min(55555, 26980)
 
 
+def test_cap_per_task_26981_gives_table_8s_sizes_exactly():
+    """Table 8: train 3,301,000, validation 3301, test 3301: the size before the 0.2% holdout (3301 = 0.1% of it)."""
+    total = sum(kept_rows(per_task_caps(TRAIN_ROWS, 500000, cap_per_task=26981)).values())
+    assert total == 3_301_000
+    assert split_sizes(total, 0.002) == {"train": 3_294_398, "validation": 3301, "test": 3301}
+
+
 def test_unknown_task_in_caps():
     with pytest.raises(HyperrestartError, match="unknown P3 task 'nope_task'"):
         per_task_caps({"nope_task": 3}, 500000)

@@ -47,7 +47,7 @@ def test_tiny_p3_data_is_prepared_once_and_reproducible(tmp_path):
     first = tiny_p3_data(tmp_path / "a")
     manifest = json.loads((first / "manifest.json").read_text())
     assert manifest["tasks"] == list(TINY_RULES)
-    assert manifest["splits"] == {"train": 1520, "validation": 40, "test": 40}
+    assert manifest["splits"] == {"train": 2400, "validation": 800, "test": 800}
     assert manifest["splits"]["validation"] == TINY_SETTINGS["max_eval_samples"]
     assert tiny_p3_data(tmp_path / "a") == first  # cached
     again = json.loads((tiny_p3_data(tmp_path / "b") / "manifest.json").read_text())

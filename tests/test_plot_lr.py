@@ -17,7 +17,7 @@ def assert_png(path):
     data = path.read_bytes()
     assert len(data) > 1000 and data[:8] == PNG_SIGNATURE
     height, width = matplotlib.image.imread(str(path)).shape[:2]
-    assert (width, height) == (1000, 400)
+    assert (width, height) == (1000, 460)
 
 
 def test_restart_config_65536_is_misaligned(tmp_path, capsys):

@@ -123,11 +123,11 @@ def test_tiny_uses_the_tiny_model_and_data_and_set_still_wins(tmp_path, monkeypa
     config = resolved.config
     assert config["model_name_or_path"] == config["tokenizer_name"] == str(tmp_path / "model")
     assert config["data_dir"] == str(tmp_path / "data-mrqaTrue")
-    assert (config["max_steps"], config["logging_steps"], config["eval_steps"]) == (32, 1, 8)
+    assert (config["max_steps"], config["logging_steps"], config["eval_steps"]) == (32, 1, 5)
     assert config["lr_scheduler"] == "cosine_annual_w_restarts"
     assert resolved.origin["max_steps"] == "--set" and resolved.origin["data_dir"] == "--tiny"
     config = resolve([str(CONFIGS_DIR / "hyperformer" / "hyperformer_restart.json"), "--tiny"]).config
-    assert config["max_steps"] == 16 and config["lr_scheduler"] == "consine_annealing_restart"
+    assert config["max_steps"] == 15 and config["lr_scheduler"] == "consine_annealing_restart"
     assert config["data_dir"] == str(tmp_path / "data-mrqaFalse")
 
 
@@ -429,7 +429,11 @@ def test_default_output_is_quiet_with_progress_and_verbose_streams(tmp_path, fak
     assert [line for line in quiet if line.startswith("step ")] == [
         "step 2/16  loss 5", "step 4/16  loss 2.5", "step 6/16  loss 1.667", "step 8/16  loss 1.25",
         "step 10/16  loss 1", "step 12/16  loss 0.8333", "step 14/16  loss 0.7143", "step 16/16  loss 0.625"]
-    assert len(quiet) < 20
+    assert len(quiet) < 22  # the command, the progress, the summary with the result, the alignment warning
+    # 16 steps of T_0=1, T_mult=2 stop right after a restart: said on the console, not only in train.log
+    assert ("warning: max_steps=16 does NOT end at a cycle end (T_0=1, T_mult=2, restart_warmup_steps=0): the run "
+            "stops mid-cycle. Nearest aligned max_steps: 15 or 31. Set it with --set max_steps=N.") in quiet
+    assert "what to expect: configs/README.md names the paper's table" in "\n".join(quiet)
     assert _run(fake_dest, tmp_path / "verbose", "--verbose") == 0
     assert sum("noise line" in line for line in capsys.readouterr().out.splitlines()) == 16
     assert _run(fake_dest, tmp_path / "silent", "--quiet") == 0
@@ -569,14 +573,14 @@ def test_tiny_restart_run_end_to_end(config, tmp_path):
     _real_or_skip(config.split("/")[0])
     out = tmp_path / "run"
     printed = _run_tiny(config, out)
-    assert "restarts at:  2, 4, 8, 16 " in printed, printed
-    assert len(printed.splitlines()) < 25  # progress and summary; the trainer's output is in train.log
-    assert "step 16/16" in printed and len((out / "train.log").read_text().splitlines()) > 100
-    assert json.loads((out / run_folder.RUN_CONFIG).read_text())["max_steps"] == 16
+    assert "restarts at:  2, 4, 8 " in printed, printed  # 15 steps: the run ends at the fourth cycle's end
+    assert "warning:" not in printed and "what to expect:" in printed and "result:       test_results.json" in printed
+    assert "step 15/15" in printed and len((out / "train.log").read_text().splitlines()) > 100
+    assert json.loads((out / run_folder.RUN_CONFIG).read_text())["max_steps"] == 15
     rows = list(csv.DictReader(open(out / "lr_trace.csv")))
-    assert [int(r["step"]) for r in rows] == list(range(1, 17))
+    assert [int(r["step"]) for r in rows] == list(range(1, 16))
     config_used = json.loads((out / run_folder.RUN_CONFIG).read_text())
-    assert [float(r["lr_applied"]) for r in rows] == pytest.approx(lr_schedule(config_used, 16), rel=1e-6)
+    assert [float(r["lr_applied"]) for r in rows] == pytest.approx(lr_schedule(config_used, 15), rel=1e-6)
 
 
 @pytest.mark.slow  # a real MRQA run on the tiny data (chunking, generation, squad metrics)
@@ -584,7 +588,7 @@ def test_tiny_mrqa_run_end_to_end(tmp_path):
     _real_or_skip("hyperdecoders")
     out = tmp_path / "mrqa"
     printed = _run_tiny("hyperdecoders/mrqa_restart.json", out)
-    assert "restarts at:  2, 4, 8, 16 " in printed, printed
+    assert "restarts at:  2, 4, 8 " in printed, printed
     metrics = {name: json.loads((out / name).read_text()) for name in ("eval_results.json", "test_results.json")
                if (out / name).exists()}
     assert metrics and all(any("f1" in key for key in m) for m in metrics.values()), metrics
@@ -598,20 +602,20 @@ def test_tiny_run_resumes_from_its_checkpoint(tmp_path):
     _run_tiny("hyperdecoders/glue_restart.json", out, *sets)
     full = list(csv.DictReader(open(out / "lr_trace.csv")))
     state = json.loads((out / "trainer_state.json").read_text())
-    # what a run killed between steps 8 and 16 leaves: checkpoint-8, no final state, model or checkpoint-16
-    shutil.rmtree(out / "checkpoint-16")
+    # what a run killed between steps 10 and 15 leaves: checkpoint-10, no final state, model or checkpoint-15
+    shutil.rmtree(out / "checkpoint-15")
     for path in out.iterdir():
         if path.is_file() and path.name not in (run_folder.RUN_CONFIG, "train.log"):
             path.unlink()
     printed = _run_tiny("hyperdecoders/glue_restart.json", out, *sets, "--resume")
-    assert "from checkpoint-8" in printed
+    assert "from checkpoint-10" in printed
     resumed = json.loads((out / "trainer_state.json").read_text())
-    assert resumed["global_step"] == 16
-    assert [e["step"] for e in resumed["log_history"] if "loss" in e] == list(range(1, 17))
+    assert resumed["global_step"] == 15
+    assert [e["step"] for e in resumed["log_history"] if "loss" in e] == list(range(1, 16))
     # the schedule continues exactly; the losses before the checkpoint are the first run's (after it they differ:
     # the upstream trainers do not restore the random state)
     assert [e["learning_rate"] for e in resumed["log_history"] if "loss" in e] == pytest.approx(
         [e["learning_rate"] for e in state["log_history"] if "loss" in e])
-    assert [e["loss"] for e in resumed["log_history"] if "loss" in e][:8] == \
-        [e["loss"] for e in state["log_history"] if "loss" in e][:8]
+    assert [e["loss"] for e in resumed["log_history"] if "loss" in e][:10] == \
+        [e["loss"] for e in state["log_history"] if "loss" in e][:10]
     assert list(csv.DictReader(open(out / "lr_trace.csv"))) == full

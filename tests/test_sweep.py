@@ -335,7 +335,7 @@ def tiny_sweep(tmp_path_factory):
     return root / "runs"
 
 
-@pytest.mark.slow  # uses tiny_sweep: four tiny P3 training runs (~90 s on 2 CPU cores)
+@pytest.mark.slow  # uses tiny_sweep: four tiny P3 training runs (2-10 minutes on 2 busy CPU cores)
 def test_local_sweep_runs_every_run_to_completion(tiny_sweep):
     names = sorted(p.name for p in tiny_sweep.iterdir() if p.is_dir())
     assert names == ["no_restart_seed-1", "no_restart_seed-2", "restart_seed-1", "restart_seed-2"]
@@ -355,25 +355,31 @@ def test_local_sweep_runs_every_run_to_completion(tiny_sweep):
     assert lrs[0] == lrs[1] == lrs[3] == pytest.approx(lr) and lrs[2] < lrs[0]  # restarts at steps 2 and 4
 
 
-@pytest.mark.slow  # uses tiny_sweep: four tiny P3 training runs (~90 s on 2 CPU cores)
+@pytest.mark.slow  # uses tiny_sweep: four tiny P3 training runs (2-10 minutes on 2 busy CPU cores)
 def test_relaunch_skips_finished_runs(tiny_sweep, capsys):
     markers = {p: p.stat().st_mtime_ns for p in tiny_sweep.glob(f"*/{sweep_jobs.COMPLETE_MARKER}")}
     assert cli_main(["sweep", str(SMOKE), "--tiny", "--launch", "local", "--output-root", str(tiny_sweep)]) == 0
     out = capsys.readouterr().out
     assert "0 run, 4 skipped (finished), 4 in all" in out and out.count("finished already, skipped") == 4
+    # the result per arm, what to expect of it, and the command that writes the report
+    assert "Rouge-L on the eval split, mean ± std over seeds:" in out
+    assert re.search(r"\n  no_restart: \d+\.\d\d ± \d+\.\d\d \(2 runs\)\n", out), out
+    assert re.search(r"\n  restart: \d+\.\d\d ± \d+\.\d\d \(2 runs\), [+-]\d+\.\d\d vs no_restart\n", out), out
+    assert "what to expect: a tiny P3 run" in out
+    assert f"tables and curves: hyperrestart report {tiny_sweep} --out {tiny_sweep / 'report'}" in out
     assert {p: p.stat().st_mtime_ns for p in markers} == markers
     assert cli_main(["sweep", str(SMOKE), "--tiny", "--list", "--output-root", str(tiny_sweep)]) == 0
     assert capsys.readouterr().out.count("\tfinished\t") == 4
 
 
-@pytest.mark.slow  # uses tiny_sweep: four tiny P3 training runs (~90 s on 2 CPU cores)
+@pytest.mark.slow  # uses tiny_sweep: four tiny P3 training runs (2-10 minutes on 2 busy CPU cores)
 def test_changed_settings_do_not_mix_into_finished_runs(tiny_sweep, capsys):
     assert cli_main(["sweep", str(SMOKE), "--tiny", "--set", "max_steps=15", "--launch", "local",
                      "--output-root", str(tiny_sweep)]) == 1
     assert "holds a finished run with other settings" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # uses tiny_sweep: four tiny P3 training runs (~90 s on 2 CPU cores)
+@pytest.mark.slow  # uses tiny_sweep: four tiny P3 training runs (2-10 minutes on 2 busy CPU cores)
 def test_report_of_the_tiny_sweep(tiny_sweep, tmp_path, capsys):
     out = tmp_path / "report"
     assert cli_main(["report", str(tiny_sweep), "--out", str(out), "--with-loss"]) == 0

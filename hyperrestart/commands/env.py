@@ -9,9 +9,8 @@ DEFAULT_VENVS = (DEFAULT_DEST / ".venvs").relative_to(PROJECT_ROOT)
 
 
 def cmd_env(args):
-    python = create_env(args.name, python=args.python, recreate=args.recreate,
-                        root=Path(args.venvs) if args.venvs else None)
-    print(f"{args.name}: {python}")
+    create_env(args.name, python=args.python, recreate=args.recreate, root=Path(args.venvs) if args.venvs else None,
+               verbose=args.verbose)
     return 0
 
 
@@ -28,4 +27,6 @@ def register(subparsers):
     parser.add_argument("--recreate", action="store_true", help="delete and rebuild an existing environment")
     parser.add_argument("--venvs", help=f"folder holding the envs (default: $HYPERRESTART_VENVS, else "
                                         f"{DEFAULT_VENVS} in the project)")
+    parser.add_argument("--verbose", action="store_true", help="show pip's whole output (it always goes to "
+                                                               "<venvs>/NAME-pip.log)")
     parser.set_defaults(func=cmd_env)

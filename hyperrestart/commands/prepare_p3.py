@@ -18,8 +18,8 @@ def register(subparsers):
                         help="T0's cap: a dataset with more train examples than this has each of its templates "
                              "capped at this / its number of templates in P3 (0 = no cap)")
     parser.add_argument("--cap-per-task", type=int, default=0,
-                        help="also cap every task at this many rows (0 = no cap; not T0's rule: 26980 reproduces "
-                             "the paper's 3301 validation rows, see README)")
+                        help="also cap every task at this many rows (0 = no cap; not T0's rule: 26981 gives Table 8's "
+                             "3,301,000 rows and 3301 validation rows, see README)")
     parser.add_argument("--holdout", type=float, default=0.002,
                         help="fraction held out and halved into validation/test (paper: 0.002)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out split and of the capped samples")

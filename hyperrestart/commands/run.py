@@ -1,6 +1,8 @@
 """`hyperrestart run CONFIG`: parse the options and train (hyperrestart.upstream.training)."""
 import dataclasses
 
+from hyperrestart.core.errors import HyperrestartError
+
 from hyperrestart.upstream.registry import UPSTREAMS
 from hyperrestart.upstream.resolve import RunRequest
 from hyperrestart.upstream.run_folder import RUN_CONFIG
@@ -8,6 +10,8 @@ from hyperrestart.upstream.training import run
 
 
 def cmd_run(args):
+    if bool(args.config) == bool(args.repeat):
+        raise HyperrestartError("give a CONFIG to run, or --repeat RUN_DIR to run a finished run again (not both)")
     fields = {f.name for f in dataclasses.fields(RunRequest)}
     return run(RunRequest(**{k: v for k, v in vars(args).items() if k in fields}))
 
@@ -20,14 +24,18 @@ def register(subparsers):
                     "materialised tree with its env's python (output in OUTPUT/train.log), then write "
                     "lr_trace.csv (step,lr_applied: the lr each optimizer step used) and print the steps that start "
                     "a new lr cycle, the metrics and the checkpoints.")
-    parser.add_argument("config", help="JSON training arguments; its folder names the upstream")
+    parser.add_argument("config", nargs="?", help="JSON training arguments; its folder names the upstream")
+    parser.add_argument("--repeat", metavar="RUN_DIR",
+                        help="run RUN_DIR again with its recorded config, seed, threads and environment (into "
+                             "--output-dir, default RUN_DIR-repeat) and check that its metrics, log history and "
+                             "lr_trace.csv equal the original's bit for bit")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a training argument; VALUE is JSON (3e-4, 65535, true, null, "
                              "'[\"rte\"]'), and for a string argument a bare word is the string "
                              "(--set model_name_or_path=/models/t5); checked against the argument's type; repeatable")
     parser.add_argument("--nproc", type=int, default=None, help="processes (torch.distributed.run --nproc_per_node)")
     parser.add_argument("--tiny", action="store_true",
-                        help="the generated tiny T5 and GLUE/MRQA data, 16 steps, offline, CPU: a smoke run in "
+                        help="the generated tiny T5 and GLUE/MRQA data, 15 steps (a cycle end), offline, CPU: a smoke run in "
                              "seconds")
     parser.add_argument("--dest", help="folder holding the materialised trees (default: upstream/)")
     parser.add_argument("--output-dir", help="where the run writes (default: a new runs/<upstream>-<config>-<time>); "

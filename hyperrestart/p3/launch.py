@@ -110,6 +110,12 @@ def build_command(launch, tiny_flags=()):
     return launcher + [str(script)] + passed + extra + list(tiny_flags) + runner_args
 
 
+# A tiny run's console: its own progress bar and evaluations, not the libraries' chatter: datasets' bars for
+# generating and tokenizing 4,000 rows, and transformers' one-time `add_prefix_space` warning about the tiny
+# tokenizer's config (it is converted from its SentencePiece model, as intended). Errors still show.
+TINY_QUIET_ENV = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+
+
 def runner_env(launch):
     """The runner's environment: this project importable; --tiny offline, few threads, caches in the run folder."""
     env = dict(os.environ)
@@ -119,6 +125,7 @@ def runner_env(launch):
         from hyperrestart.upstream.tiny import OFFLINE_ENV
 
         env.update(OFFLINE_ENV)
+        env.update(TINY_QUIET_ENV)
         env.setdefault("OMP_NUM_THREADS", TINY_THREADS)
         env.setdefault("HF_HOME", str(Path(launch.output_dir) / "hf-home"))
         env["HF_DATASETS_CACHE"] = str(Path(env["HF_HOME"]) / "datasets")

@@ -98,6 +98,13 @@ def per_task_caps(rows, cap_per_dataset=500000, cap_per_task=None):
     return caps
 
 
+def mixing_rates(rows, cap_per_dataset=500000):
+    """T0's mixing rates: how often each task is sampled when every row is kept (examples-proportional mixing):
+    the task's rows, or 500_000 // templates for a task of a dataset T0 caps (per_task_caps). Returns {task: rate}."""
+    caps = per_task_caps(rows, cap_per_dataset)
+    return {task: min(count, caps[task]) if caps[task] is not None else count for task, count in rows.items()}
+
+
 def sample_rows(total, cap, seed, task):
     """Sorted indices of the `cap` rows kept of a task's `total` (uniform, without replacement, reproducible):
     numpy default_rng([seed, first 8 bytes of sha256(task name) as a little-endian integer])."""

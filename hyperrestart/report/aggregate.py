@@ -116,6 +116,12 @@ def match_published(rows, columns, published):
     return notes
 
 
+def order_as_published(rows, published):
+    """The rows in the paper's row order (after match_published); arms without a paper row follow in their order."""
+    order = {entry["row"]: i for i, entry in enumerate(published["rows"])}
+    return sorted(rows, key=lambda row: order.get(row.paper_row, len(order)))
+
+
 def load_published(table):
     """The published table `table` (table2, Table 2, 2 ...) from published.json."""
     data = json.loads(PUBLISHED_FILE.read_text(encoding="utf-8"))

@@ -4,9 +4,9 @@ from pathlib import Path
 
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.files import atomic_write_text
-from hyperrestart.report.aggregate import aggregate, load_published, match_published
+from hyperrestart.report.aggregate import aggregate, load_published, match_published, order_as_published
 from hyperrestart.report.figures import plot_curves
-from hyperrestart.report.runs import P3_METRIC, choose_split, exclude_non_finite, load_runs
+from hyperrestart.report.runs import AVERAGE, P3_METRIC, choose_split, exclude_non_finite, load_runs
 from hyperrestart.report.tables import markdown_table, runs_csv, table_csv
 
 # --- entry point ------------------------------------------------------------------------------------------------
@@ -28,6 +28,8 @@ def build_report(paths, out=None, published=None, split=None, select="last", dig
     published_data = load_published(table) if published and table else None
     columns, rows = aggregate(results, with_loss)
     notes = match_published(rows, columns, published_data) if published_data else []
+    if published_data:
+        rows = order_as_published(rows, published_data)
     sources = sorted({r.extra["source"] for r in results})
     notes.insert(0, f"scores: the {split} split of every run (from {', '.join(sources)})")
     if skipped:
@@ -45,3 +47,25 @@ def build_report(paths, out=None, published=None, split=None, select="last", dig
             plot_curves(rows, "metric", out / "metric_curves.png", title, label)
             plot_curves(rows, "loss", out / "loss_curves.png", title)
     return markdown
+
+
+def summary_lines(paths, digits=2):
+    """A sweep's result in a few lines (what `report` would tabulate): per arm the average column's mean ± std over
+    its seeds and the difference to its baseline arm. Runs that cannot be read are left out silently (`report`
+    names them)."""
+    results = load_runs(paths, warn=lambda message: None)
+    if not results:
+        return []
+    results, split = choose_split(results, "auto", lambda message: None, [])
+    columns, rows = aggregate(results)
+    column = AVERAGE if AVERAGE in columns else columns[0]
+    lines = [f"{column} on the {split} split, mean ± std over seeds:"]
+    for row in rows:
+        if column not in row.mean:
+            continue
+        std = row.std.get(column)
+        delta = row.delta.get(column)
+        lines.append(f"  {row.arm}: {row.mean[column]:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+                     + f" ({len(row.runs)} run{'s' if len(row.runs) > 1 else ''})"
+                     + (f", {delta:+.{digits}f} vs {row.baseline}" if delta is not None else ""))
+    return lines

@@ -69,7 +69,7 @@ def draw_curves(rows, bands, kind, title=None, metric_label="metric"):
 
     if not bands:
         return None
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5.2))
     lr_ax = ax.twinx()
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, row in enumerate(rows):
@@ -83,16 +83,22 @@ def draw_curves(rows, bands, kind, title=None, metric_label="metric"):
                 ax.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
         lr = row.runs[0].curves.get("lr") or []
         if lr:
-            lr_ax.plot(*zip(*lr), color=color, linestyle="--", linewidth=0.8, alpha=0.6)
+            lr_ax.plot(*zip(*lr), color=color, linestyle="--", linewidth=1, alpha=0.7, label=f"{row.arm}: lr")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(metric_label if kind == "metric" else "training loss")
     lr_ax.set_ylabel("learning rate applied at the step (dashed)")
     lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-    ax.legend(loc="best", fontsize="small")
+    lr_top = max((v for row in rows for _, v in row.runs[0].curves.get("lr") or []), default=0)
+    if lr_top > 0:  # from 0 with headroom: a constant lr is a visible line, not the top border
+        lr_ax.set_ylim(0, lr_top * 1.15)
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high + 0.05 * (high - low))
     name = "evaluation" if kind == "metric" else "training loss"
     ax.set_title(f"{title or name}\nline: mean over seeds; band: min–max over seeds", fontsize="medium")
-    fig.tight_layout()
+    from hyperrestart.upstream.lr_plot import legend_below
+    legend_below(fig, ax, lr_ax)  # last: it lays the figure out around the title and the legend
     return fig
+
 
 
 def plot_curves(rows, kind, path, title=None, metric_label="metric"):

@@ -11,6 +11,7 @@ from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.files import atomic_write_json
 from hyperrestart.core.limits import check_name_length
 from hyperrestart.core.locks import FileLock
+from hyperrestart.core.progress import Heartbeat
 from hyperrestart.core.paths import PROJECT_ROOT
 from hyperrestart.sweep.runners import RUNNERS, expand_env
 from hyperrestart.sweep.spec import Run
@@ -131,7 +132,7 @@ def execute(job, quiet=False):
         started = time.monotonic()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [str(PROJECT_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-        with open(run_dir / RUN_LOG, "ab") as log:
+        with open(run_dir / RUN_LOG, "ab") as log, Heartbeat(_progress_line(job, quiet)):
             log.write(f"$ {shlex.join(command)}\n".encode())
             log.flush()
             code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
@@ -143,8 +144,41 @@ def execute(job, quiet=False):
         atomic_write_json(run_dir / COMPLETE_MARKER, dict(info, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
                                                            seconds=round(elapsed, 1)))
     if not quiet:
-        print(f"[{job.run.index}] {job.run.name}: done in {elapsed:.1f}s", flush=True)
+        print(f"[{job.run.index}] {job.run.name}: done in {elapsed:.1f}s; {result_text(job)}", flush=True)
     return "done"
+
+
+def _progress_line(job, quiet):
+    """The heartbeat of a running job: its log's last line (the runner's latest step or evaluation)."""
+    def say(elapsed):
+        if quiet:
+            return
+        try:
+            with open(Path(job.run_dir) / RUN_LOG, "rb") as handle:
+                handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
+                tail = handle.read().decode("utf-8", "replace").replace("\r", "\n").strip().splitlines()
+        except OSError:
+            tail = []
+        last = tail[-1].strip() if tail else ""
+        last = "starting" if not last or last.startswith("$ ") else last
+        print(f"  [{job.run.index}] {elapsed:.0f}s: {last[:110]}", flush=True)
+    return say
+
+
+def result_text(job):
+    """A finished run's headline result in a few words: the P3 runner's last Rouge-L, or a `run`'s average metric."""
+    run_dir = Path(job.run_dir)
+    if job.runner == "p3":
+        from hyperrestart.p3.metrics import summarize
+        try:
+            final = summarize(run_dir)["final"]
+        except (HyperrestartError, KeyError, ValueError) as exc:
+            return f"no Rouge-L ({exc})"
+        return f"Rouge-L {final['rougeL_micro']:.2f} at step {int(final['step'])}"
+    from hyperrestart.upstream.training import headline_metrics
+    found = headline_metrics(run_dir)
+    return "; ".join(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+                     for name, metrics in found.items()) or "no metrics file"
 
 
 def execute_submitted(job):

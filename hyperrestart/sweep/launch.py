@@ -160,6 +160,7 @@ def run_sweep(args):
         counts = launch_local(jobs, keep_going=args.keep_going)
         print(f"{spec.name}: {counts['done']} run, {counts['skipped']} skipped (finished), {len(jobs)} in all; "
               f"outputs in {output_root}")
+        print("\n".join(local_summary(spec, output_root, args.tiny)))
         return 0
     resources = dict(spec.slurm)
     for key in ("partition", "gpus", "cpus", "mem", "time", "array_parallelism", "account"):
@@ -172,3 +173,15 @@ def run_sweep(args):
     print(f"{spec.name}: {len(submitted)} submitted, {skipped} skipped (finished); logs in "
           f"{os.path.join(output_root, '.submitit')}")
     return 0
+
+
+def local_summary(spec, output_root, tiny=False):
+    """After a local sweep: the result per arm (report.build.summary_lines, imported lazily: report reads what sweep
+    writes), what to expect of a tiny sweep's numbers, and the command that writes the full report."""
+    from hyperrestart.report.build import summary_lines
+    lines = summary_lines([output_root])
+    if tiny and spec.runner == "p3":
+        from hyperrestart.p3.synthetic import TINY_EXPECTATION
+        lines.append(TINY_EXPECTATION)
+    report = f"hyperrestart report {shlex.quote(str(output_root))} --out {shlex.quote(os.path.join(output_root, 'report'))}"
+    return lines + [f"tables and curves: {report}" + (" --published" if spec.report.get("published") else "")]

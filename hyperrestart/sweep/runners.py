@@ -133,8 +133,13 @@ def format_value(value):
 TINY_P3_DATA_ENV, TINY_T5_ENV = "HYPERRESTART_TINY_P3_DATA", "HYPERRESTART_TINY_T5"
 # P3 runner options of a tiny run: the tiny learnable P3 data and T5, and hyperrestart.p3.synthetic.TINY_SETTINGS
 # (255 steps, a restart cycle end, evaluated every 51 steps).
+# Its `_note` replaces the base config's (a paper table's settings, which a tiny run does not use).
+TINY_NOTE = ("hyperrestart sweep --tiny: a CPU smoke test of the pipeline, not the paper's settings: the tiny learnable "
+             "P3 (four rule tasks) and a tiny random T5 with hyperrestart.p3.synthetic.TINY_SETTINGS (lr {learning_rate}, "
+             "{max_source_length}/{max_target_length} tokens, batch {per_device_train_batch_size}, {max_steps} steps "
+             "evaluated every {eval_steps} on {max_eval_samples} examples); the other keys are the base config's")
 TINY_P3 = [("data_dir", f"${TINY_P3_DATA_ENV}"), ("model_name_or_path", f"${TINY_T5_ENV}"),
-           *TINY_SETTINGS.items()]
+           *TINY_SETTINGS.items(), ("_note", TINY_NOTE.format(**TINY_SETTINGS))]
 
 
 def tiny_p3_environment():

@@ -273,7 +273,8 @@ def _check_keys(runs, runner_kind, args, path):
             base = configs[run.config]
         else:
             base = []
-        for key, _, source in base + run.tagged:
+        comments = [t for t in run.tagged if runner_kind == "p3" and t[0].startswith("_")]  # notes, not options
+        for key, _, source in base + [t for t in run.tagged if t not in comments]:
             if key in SWEEP_OWNED_KEYS and not source.startswith("config "):  # a config's own output_dir is replaced
                 problems.setdefault((key, source), f"`{key}` (from {source}) is set by the sweep itself "
                                                    f"(OUTPUT_ROOT/<run name>); choose the folder with --output-root")

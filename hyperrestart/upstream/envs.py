@@ -10,10 +10,12 @@ env whose requirements changed since it was built is reported as stale.
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from hyperrestart.core.errors import HyperrestartError
@@ -121,8 +123,11 @@ def _link_parent(venv, dirs):
     (Path(site) / PARENT_PTH).write_text(lines, encoding="utf-8")
 
 
-def create_env(name, python=None, recreate=False, root=None, requirements_dir=None, log=print) -> Path:
-    """Create (or with recreate, rebuild) upstream `name`'s env; returns its python. Nothing half-built is left."""
+def create_env(name, python=None, recreate=False, root=None, requirements_dir=None, log=print,
+               verbose=False) -> Path:
+    """Create (or with recreate, rebuild) upstream `name`'s env; returns its python. Nothing half-built is left.
+    pip's output goes to <venvs>/NAME-pip.log; shown whole with verbose or when pip fails, else only what it
+    collects and installs."""
     _check_name(name)
     main, nodeps = requirement_files(name, requirements_dir)
     python = python or sys.executable
@@ -130,14 +135,27 @@ def create_env(name, python=None, recreate=False, root=None, requirements_dir=No
     if venv.exists():
         if not recreate:
             if (venv / MARKER).exists():
-                log(f"{name}: environment exists at {venv} (use --recreate to rebuild it)")
+                log(f"{name}: environment exists at {venv} (use --recreate to rebuild it); python: "
+                    f"{_python_in(venv)}")
                 return python_for(name, root, requirements_dir)
             log(f"{name}: removing the incomplete environment at {venv}")
         shutil.rmtree(venv)
+    from hyperrestart.core.progress import Heartbeat
+    started, stage = time.monotonic(), [f"checking the torch of {python}"]
+    with Heartbeat(lambda t: log(f"  {name}: {stage[0]} ({t:.0f}s)")) as beat:
+        env_python, pip_log = _build(name, python, venv, main, nodeps, verbose, log, stage, beat)
+    log(f"{name}: ready in {time.monotonic() - started:.0f}s; python: {env_python} (pip's output: {pip_log})")
+    return env_python
+
+
+def _build(name, python, venv, main, nodeps, verbose, log, stage, beat):
+    """create_env's work; `stage` names the step for the heartbeat. Returns (env python, pip log)."""
     torch = torch_version(python)
     parent_dirs = site_dirs(python)
     log(f"{name}: creating {venv} with {python} (reusing torch {torch} and the packages of {', '.join(parent_dirs)})")
+    beat.touch()
     venv.parent.mkdir(parents=True, exist_ok=True)
+    stage[0] = "creating the venv and checking that it imports that torch"
     try:
         _run([str(python), "-m", "venv", "--without-pip", str(venv)], "python -m venv")
         _link_parent(venv, parent_dirs)
@@ -153,12 +171,19 @@ def create_env(name, python=None, recreate=False, root=None, requirements_dir=No
             constraints.write(f"torch=={torch}\n")
         # the constraint: pip may keep the parent's torch (it satisfies every requirement) but never fetch another
         pip = [str(env_python), "-m", "pip", "install", "--disable-pip-version-check"]
+        pip_log = venv.parent / f"{name}-pip.log"
+        pip_log.write_text("", encoding="utf-8")
         try:
-            _run(pip + ["-c", constraints.name, "-r", str(main)], f"pip install -r {main}")
+            stage[0] = f"pip install -r {main.name}"
+            output = _pip(pip + ["-c", constraints.name, "-r", str(main)], pip_log, verbose, log, beat)
             if nodeps is not None:
-                _run(pip + ["--no-deps", "-r", str(nodeps)], f"pip install --no-deps -r {nodeps}")
+                stage[0] = f"pip install --no-deps -r {nodeps.name}"
+                output += _pip(pip + ["--no-deps", "-r", str(nodeps)], pip_log, verbose, log, beat)
         finally:
             os.unlink(constraints.name)
+        for line in pip_summary(output, venv, main):
+            log(f"{name}: {line}")
+        stage[0] = "checking that torch is still the base python's"
         if torch_version(env_python) != torch:
             raise HyperrestartError(f"the requirements of {name} replaced torch {torch}; remove torch from {main}")
         (venv / MARKER).write_text(json.dumps({
@@ -167,11 +192,63 @@ def create_env(name, python=None, recreate=False, root=None, requirements_dir=No
     except BaseException:
         shutil.rmtree(venv, ignore_errors=True)
         raise
-    log(f"{name}: ready; python: {env_python}")
-    return env_python
+    return env_python, pip_log
+
+
+PIP_SHOWN = re.compile(r"^(Collecting|Installing collected packages|Successfully installed)")
+CONFLICTS = "ERROR: pip's dependency resolver does not currently take into account"
+CONFLICT = re.compile(r"^(\S+) (\S+) requires (.+), but you have (\S+) (\S+) which is incompatible\.")
+
+
+def _pip(cmd, log_file: Path, verbose, log, beat=None) -> list:
+    """Run pip, its output appended to log_file; show every line (verbose) or only what it collects and installs
+    (beat: the caller's Heartbeat, told when a line was shown). On failure: the last lines and the log in one
+    error."""
+    lines = []
+    with open(log_file, "a", encoding="utf-8") as out:
+        out.write(f"$ {' '.join(cmd)}\n")
+        process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                   encoding="utf-8", errors="replace")
+        for line in process.stdout:
+            out.write(line)
+            lines.append(line.rstrip("\n"))
+            if verbose or (PIP_SHOWN.match(line) and not line.startswith("Successfully")):
+                log("  " + (line.rstrip("\n") if verbose else line.split(" (from ")[0].rstrip()))
+                if beat is not None:
+                    beat.touch()
+        code = process.wait()
+    if code != 0:
+        tail = "\n  ".join(lines[-25:])
+        raise HyperrestartError(f"pip install failed (exit {code}); pip's output is in {log_file}; its end:\n  {tail}")
+    return lines
+
+
+def pip_summary(lines, venv: Path, requirements: Path) -> list:
+    """One line for what pip installed and kept; one line per resolver conflict that only concerns a package of the
+    base python (which this env shadows on purpose); a conflict within the env itself is shown as pip wrote it."""
+    installed = [w for line in lines if line.startswith("Successfully installed") for w in line.split()[2:]]
+    kept = sum(line.startswith("Requirement already satisfied") for line in lines)
+    summary = [f"installed {', '.join(installed) if installed else 'nothing new'}; {kept} requirements already "
+               f"satisfied (the base python's packages are reused)"]
+    if not any(line.startswith(CONFLICTS) for line in lines):
+        return summary
+    own = {p.name.split("-")[0].lower().replace("_", "-") for p in venv.glob("lib/python*/site-packages/*.dist-info")}
+    for line in lines:
+        match = CONFLICT.match(line)
+        if not match:
+            continue
+        package, version, wants, dep, have = match.groups()
+        if package.lower().replace("_", "-") in own:
+            summary.append(f"warning: pip reports a conflict inside the env: {line}")
+        else:
+            summary.append(f"note: the base python's {package} {version} wants {wants}; this env pins {dep} {have} "
+                           f"({requirements.name} says why) and sees it first, so {package} is not usable here "
+                           f"(pip prints this as an ERROR; it is expected)")
+    return summary
 
 
 def _run(cmd, what):
-    result = subprocess.run(cmd)
+    result = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace")
     if result.returncode != 0:
-        raise HyperrestartError(f"{what} failed (exit {result.returncode}); see the output above")
+        tail = "\n  ".join((result.stdout + result.stderr).strip().splitlines()[-20:])
+        raise HyperrestartError(f"{what} failed (exit {result.returncode}):\n  {tail}")

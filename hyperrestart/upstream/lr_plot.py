@@ -40,7 +40,7 @@ def plot(lrs, config, max_steps, out: Path, x_scale="auto", title=None):
     from hyperrestart.upstream.scheduler import SCHEDULER_NAMES, cycle_end_steps, restart_settings
 
     steps = range(1, len(lrs) + 1)
-    fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
+    fig, ax = plt.subplots(figsize=(10, 4.6), dpi=100)
     ax.plot(steps, lrs, lw=1, color="tab:blue", label="lr used by the step")
     if config.get("lr_scheduler") in SCHEDULER_NAMES:
         t_0, t_mult, _, warmup = restart_settings(config)
@@ -53,13 +53,28 @@ def plot(lrs, config, max_steps, out: Path, x_scale="auto", title=None):
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("learning rate")
     ax.set_title(title or f"lr_scheduler={config.get('lr_scheduler')}")
-    ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
+    top = max(lrs)
+    if top > 0:  # from 0 with headroom: a constant lr is a visible line, not the top border
+        ax.set_ylim(0, top * 1.15)
+    legend_below(fig, ax)
     out.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)
     atomic_write_bytes(out, buffer.getvalue())
+
+
+def legend_below(fig, *axes):
+    """One legend for the lines of all `axes`, below the plot, where it covers no curve."""
+    handles, labels = [], []
+    for axis in axes:
+        h, l = axis.get_legend_handles_labels()
+        handles += h
+        labels += l
+    columns = min(len(labels), 4) or 1
+    axes[0].legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=columns,
+                   fontsize="small", frameon=False)
+    fig.tight_layout()
 
 
 def plot_lr(args):

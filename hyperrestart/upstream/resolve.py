@@ -6,9 +6,11 @@ from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.overrides import parse_set
 from hyperrestart.upstream.registry import Upstream, load_config, upstream_for_config
 
-# --tiny: the generated tiny T5 and GLUE/MRQA data, 16 steps with a log line per step; every value can still be --set.
+# --tiny: the generated tiny T5 and GLUE/MRQA data, 15 steps with a log line per step; every value can still be --set.
+# 15 = 1+2+4+8 ends the fourth SGDR cycle of the paper's T_0=1, T_mult=2 (cycle ends 1, 3, 7, 15, 31, ...): a run must
+# stop at eta_min, not at a restart's peak lr. Evaluated and saved every 5 steps (5, 10, 15).
 TINY_SETTINGS = {
-    "max_steps": 16, "logging_steps": 1, "logging_first_step": True, "eval_steps": 8, "save_steps": 8,
+    "max_steps": 15, "logging_steps": 1, "logging_first_step": True, "eval_steps": 5, "save_steps": 5,
     "save_total_limit": 1, "per_device_train_batch_size": 4, "per_device_eval_batch_size": 16,
     "gradient_accumulation_steps": 1, "max_source_length": 64, "max_target_length": 8, "val_max_target_length": 8,
     "test_max_target_length": 8, "n_val": 16, "n_test": 16,
@@ -66,6 +68,7 @@ class RunRequest:
     python: str = None
     verbose: bool = False
     quiet: bool = False
+    repeat: str = None  # a run folder to repeat with its recorded settings (upstream/repeat.py)
 
 
 def resolve(request, spec=None, upstream=None, config=None) -> Resolved:

@@ -256,11 +256,17 @@ def expected_rows(task, split, rows=None):
 
 
 # --- cache plumbing -----------------------------------------------------------------------------------------------
-def _build_once(final: Path, build):
+def _build_once(final: Path, build, what=None):
     """Return final; if absent, build into a temp dir beside it and rename it into place (atomic; a racing
-    builder's result wins and ours is discarded)."""
+    builder's result wins and ours is discarded). `what` names the build in the progress lines (stderr)."""
     if (final / ".complete").exists():
         return final
+    from hyperrestart.core.progress import announce
+    with announce(f"generating {what or final.name}", f"once; cached in {final}"):
+        return _build_into(final, build)
+
+
+def _build_into(final: Path, build):
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp-", dir=final.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the cache is read like any other model folder
@@ -326,7 +332,7 @@ def _build_model(out: Path):
 def tiny_model_dir(cache_dir=None) -> Path:
     """Directory of the tiny random T5 (model + tokenizer, Hugging Face format); generated on first use, then cached
     under <cache_dir() or cache_dir>/tiny/<MODEL_VERSION>."""
-    return _build_once(_tiny_root(cache_dir) / MODEL_VERSION, _build_model)
+    return _build_once(_tiny_root(cache_dir) / MODEL_VERSION, _build_model, "the tiny random T5")
 
 
 # --- the data -----------------------------------------------------------------------------------------------------
@@ -385,7 +391,8 @@ def tiny_data_dir(cache_dir=None, tasks=GLUE_TASKS, rows=None, mrqa=True) -> Pat
         _build_glue(out, tasks, rows)
         if mrqa:
             _build_mrqa(out)
-    return _build_once(_tiny_root(cache_dir) / f"{DATA_VERSION}-{key}", build)
+    return _build_once(_tiny_root(cache_dir) / f"{DATA_VERSION}-{key}", build,
+                       "the tiny GLUE" + ("/MRQA" if mrqa else "") + " data")
 
 
 def tiny_glue_dir(cache_dir=None, tasks=GLUE_TASKS, rows=None) -> Path:

@@ -1,4 +1,5 @@
 """`hyperrestart run`: train an upstream on a resolved config in its env, show progress, and summarise the run."""
+import json
 import math
 import re
 import subprocess
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.files import atomic_write_json
-from hyperrestart.upstream import arguments, lr_trace, processes, registry, run_folder
+from hyperrestart.upstream import arguments, lr_trace, processes, registry, repeat, run_folder
 from hyperrestart.upstream.processes import stop_with_launcher
 from hyperrestart.upstream.preflight import preflight, warn_accumulation
 from hyperrestart.upstream.resolve import resolve
@@ -36,16 +37,20 @@ class Progress:
     BAR = re.compile(r"^\s*\d+%\|[^|]*\| (\d+)/(\d+) \[")  # a bar without a description ("Map: ..." has one)
     LOSS = re.compile(r"'loss': ([0-9.eE+-]+|nan|inf)")
 
-    def __init__(self, max_steps, stream=None):
+    def __init__(self, max_steps, stream=None, every=None):
+        from hyperrestart.core.progress import Heartbeat
         stream = stream or sys.stdout
         self.total = max_steps if isinstance(max_steps, int) and max_steps > 0 else None
         self.stream, self.step, self.loss, self.printed = stream, 0, None, 0
+        self.phase = "starting: importing the libraries, loading the model"
         self.bar = None
         if stream.isatty():
             from tqdm import tqdm
-            self.bar = tqdm(total=self.total, unit="step", desc="training", file=stream, dynamic_ncols=True)
+            self.bar = tqdm(total=self.total, unit="step", desc="starting", file=stream, dynamic_ncols=True)
+        self.heartbeat = Heartbeat(self.beat, every).__enter__()  # never more than a few seconds without a word
 
     def feed(self, line):
+        self._phase(line)
         loss = self.LOSS.search(line)
         if loss:
             self.loss = float(loss.group(1))
@@ -68,9 +73,28 @@ class Progress:
             loss = f"  loss {self.loss:.4g}" if self.loss is not None else ""
             print(f"step {done}/{self.total}{loss}", file=self.stream, flush=True)
             self.printed = done
+            self.heartbeat.touch()
         self.step = done
+        self.phase = "training"
+        if self.total and done >= self.total:
+            self.phase = "finishing: final evaluation, test and saving"
+
+    def _phase(self, line):
+        """What the trainer is doing, from its output: loading, preparing the data, training, evaluating."""
+        if self.step == 0 and ("Generating " in line or line.lstrip().startswith("Map")):
+            self.phase = "starting: preparing the data"
+        elif self.step and self.total and self.step < self.total and self.BAR.match(line):
+            self.phase = "evaluating" if int(self.BAR.match(line).group(2)) != self.total else "training"
+
+    def beat(self, elapsed):
+        """The heartbeat: the phase and the time so far (the bar's description on a terminal, else a line)."""
+        if self.bar is not None:
+            self.bar.set_description_str(self.phase.split(":")[0], refresh=True)
+        else:
+            print(f"  {self.phase} ({elapsed:.0f}s)", file=self.stream, flush=True)
 
     def close(self):
+        self.heartbeat.__exit__(None, None, None)
         if self.bar is not None:
             self.bar.close()
 
@@ -137,6 +161,9 @@ def run(request) -> int:
     claim the run folder (ownership marker, lock held while the run writes), run the upstream's script in its env
     with progress, then summarise (lr trace, restarts, metrics, checkpoints). request: resolve.RunRequest."""
     from hyperrestart.upstream.envs import python_for
+    recorded = None
+    if request.repeat:
+        request, recorded = repeat.repeat_request(request)
     if request.resume and not request.output_dir:
         raise HyperrestartError("--resume needs --output-dir: the folder of the run to continue")
     upstream = registry.upstream_for_config(request.config, request.upstream)
@@ -147,15 +174,25 @@ def run(request) -> int:
     resolved = resolve(request, spec, upstream, config)
     preflight(resolved, spec, request)
     with run_folder.claim(request, resolved) as checkpoint:
-        return _train_in_folder(request, resolved, checkpoint, tree, python)
+        return _train_in_folder(request, resolved, checkpoint, tree, python, recorded)
 
 
-def _train_in_folder(request, resolved, checkpoint, tree, python) -> int:
+def _train_in_folder(request, resolved, checkpoint, tree, python, recorded=None) -> int:
+    """recorded: the record of the run a --repeat repeats (upstream/repeat.py), else None."""
     upstream = resolved.upstream
     config_file, header = write_run_config(resolved, checkpoint)
     cmd = registry.command(upstream, python, config_file, request.nproc)
     output_dir = resolved.output_dir
-    env = run_env(upstream, tree, resolved.config, output_dir, request.tiny)
+    env = run_env(upstream, tree, resolved.config, output_dir, request.tiny or (recorded or {}).get("tiny_env"))
+    if recorded:
+        repeat.apply_env(env, recorded["env"])
+    if checkpoint is None:
+        made = repeat.record(output_dir, request, resolved, env, python, tree, request.tiny or recorded is not None
+                             and recorded.get("tiny_env"))
+        changed = repeat.differences(recorded, made) if recorded else []
+        if changed:
+            print("warning: repeating with another setup, so the numbers may differ: " + "; ".join(changed),
+                  flush=True)
     log_path = output_dir / "train.log"
     mode = "verbose" if request.verbose else "quiet" if request.quiet else "default"
     origin = ""
@@ -166,11 +203,18 @@ def _train_in_folder(request, resolved, checkpoint, tree, python) -> int:
           + f":\n  {' '.join(cmd)}\nlog:          {log_path}" + ("" if request.verbose else " (--verbose streams it)"),
           flush=True)
     warn_accumulation(resolved.config)
+    warning = alignment_warning(resolved.config)
+    if warning:
+        print(warning, flush=True)
     started = time.monotonic()
     returncode, log_text = train(cmd, tree / upstream.workdir, env, log_path, mode, resolved.config.get("max_steps"),
                                  header)
     print(f"finished in {time.monotonic() - started:.0f}s with exit code {returncode}")
     summarize(output_dir, resolved.config, log_text)
+    if returncode == 0:
+        print(result_text(output_dir, request.tiny or (recorded or {}).get("tiny_env")))
+        if recorded:
+            print(repeat.check_repeat(Path(request.repeat), output_dir))
     if returncode != 0:
         excerpt = "" if request.verbose else failure_excerpt(log_text)
         raise HyperrestartError(f"{upstream.script} exited with {returncode}; see {log_path}" + (
@@ -211,3 +255,62 @@ def write_run_config(resolved, checkpoint):
     if run_folder.evaluates_only(checkpoint, resolved.config):
         return path, "=== hyperrestart run --resume: training finished; evaluating the final model only ==="
     return path, f"=== hyperrestart run --resume: continuing from {checkpoint.name} ==="
+
+
+def alignment_warning(config):
+    """A warning line when a restart run's max_steps stops mid-cycle (the trainer's own warning goes to train.log
+    only), else None."""
+    from hyperrestart.upstream.lr_plot import alignment_text
+    from hyperrestart.upstream.scheduler import SCHEDULER_NAMES, nearest_aligned_steps, restart_settings
+    max_steps = config.get("max_steps")
+    if config.get("lr_scheduler") not in SCHEDULER_NAMES or not isinstance(max_steps, int) or max_steps < 1:
+        return None
+    t_0, t_mult, _, warmup = restart_settings(config)
+    if nearest_aligned_steps(max_steps, t_0, t_mult, warmup)[0] == max_steps:
+        return None
+    return "warning: " + alignment_text(config, max_steps) + " Set it with --set max_steps=N."
+
+
+RESULT_FILES = ("eval_results.json", "val_results.json", "test_results.json")  # val_: hyperformer
+# What a --tiny run's numbers mean (README "Quick start" says the same).
+TINY_EXPECTATION = """what to expect: --tiny checks that the pipeline runs, not that it learns.
+  A random d_model-32 T5 trained 15 steps (frozen, adapters only) generates no valid label yet: every accuracy, F1
+  and correlation is 0.0 (a non-zero score is luck). The loss is upstream's label-smoothed NLL summed over a batch's
+  target tokens (~32 in a training batch of 4, ~128 in an eval batch of 16): 80-90 per training step and 330-400 per
+  eval batch are ~2.7 nats per token, as expected. Real numbers need the real model and data (configs/README.md)."""
+FULL_EXPECTATION = ("what to expect: configs/README.md names the paper's table and row for this config; GLUE "
+                    "accuracies/F1/correlations are percentages there.")
+
+
+def result_text(output_dir: Path, tiny):
+    """The run's headline metrics (averages, else every non-loss number) from its results files, and what to expect
+    of them."""
+    lines = []
+    for name, (shown, losses) in _results(output_dir).items():
+        text = ", ".join(f"{k} {v:.4g}" for k, v in list(shown.items())[:8])
+        if losses:
+            text += f"; loss {min(losses):.4g}-{max(losses):.4g}" if len(losses) > 1 else f"; loss {losses[0]:.4g}"
+        lines.append(f"result:       {name}: {text or 'no metrics'}")
+    if not lines:
+        lines.append("result:       no eval_results.json or test_results.json (do_eval/do_test off?)")
+    return "\n".join(lines + [TINY_EXPECTATION if tiny else FULL_EXPECTATION])
+
+
+def _results(output_dir: Path) -> dict:
+    """{results file: (headline metrics: the averages, else every non-loss number; [losses])} of a run folder."""
+    found = {}
+    for name in RESULT_FILES:
+        try:
+            metrics = json.loads((Path(output_dir) / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                   and "loss" not in k and not k.endswith(("runtime", "per_second", "samples"))}
+        found[name] = ({k: v for k, v in numbers.items() if "average" in k} or numbers,
+                       [v for k, v in metrics.items() if "loss" in k and isinstance(v, (int, float))])
+    return found
+
+
+def headline_metrics(output_dir: Path) -> dict:
+    """{results file: its headline metrics} (see _results)."""
+    return {name: shown for name, (shown, _) in _results(output_dir).items()}

@@ -48,4 +48,5 @@ __all__ = ["HDCONFIG_ADAPTER_DEFAULTS", "batch_layout", "build_parser", "build_s
 if __name__ == "__main__":
     # configured here, not in main(): a caller in the same process (tests, notebooks) keeps its own logging
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)  # rouge_score: "Using default tokenizer." at every evaluation
     sys.exit(main())
