@@ -1,0 +1,109 @@
+"""A run folder of `hyperrestart run`, read for analysis: its upstream, config, checkpoints and lr restarts."""
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import runner
+from ..errors import HyperrestartError
+
+
+@dataclass
+class Run:
+    dir: Path
+    upstream: runner.Upstream
+    config: dict
+    checkpoints: dict = field(default_factory=dict)  # step -> checkpoint folder
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    label: str  # "init" or "checkpoint-N"
+    step: int
+    path: Path = None  # None: the run's initial weights (rebuilt from its config and seed)
+
+    def as_job(self):
+        return {"label": self.label, "step": self.step, "path": None if self.path is None else str(self.path)}
+
+
+def _weights(folder: Path):
+    return (folder / "model.safetensors").is_file() or (folder / "pytorch_model.bin").is_file()
+
+
+def infer_upstream(config, explicit=None) -> runner.Upstream:
+    """--upstream, else the one upstream whose training arguments include every key of the config."""
+    if explicit:
+        return runner.upstream_named(explicit)
+    from ..sweep import recorded_upstream_arguments
+    fields = recorded_upstream_arguments()
+    matches = [name for name, names in fields.items() if set(config) <= set(names)]
+    if len(matches) != 1:
+        raise HyperrestartError("cannot tell which upstream trained this run from its config "
+                                f"({'both match' if matches else 'no upstream takes all its keys'}); "
+                                f"pass --upstream {'|'.join(runner.UPSTREAMS)}")
+    return runner.upstream_named(matches[0])
+
+
+def open_run(run_dir, upstream=None) -> Run:
+    """The run in `run_dir` (written by `hyperrestart run`), with its checkpoints that hold model weights."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise HyperrestartError(f"{run_dir} is not a folder; pass the --output-dir of a `hyperrestart run`")
+    config_file = run_dir / runner.RUN_CONFIG
+    if not config_file.is_file():
+        raise HyperrestartError(f"{run_dir} holds no {runner.RUN_CONFIG}: it is not a run folder of "
+                                f"`hyperrestart run` (pass the folder that `run` printed as `output dir`)")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise HyperrestartError(f"{config_file} is not valid JSON ({exc}); the run folder is damaged") from None
+    checkpoints = {}
+    for folder in run_dir.glob("checkpoint-*"):
+        tail = folder.name.split("-", 1)[1]
+        if folder.is_dir() and tail.isdigit() and _weights(folder):
+            checkpoints[int(tail)] = folder
+    return Run(run_dir, infer_upstream(config, upstream), config, dict(sorted(checkpoints.items())))
+
+
+def select(run: Run, which) -> list:
+    """Checkpoints for --checkpoint init|N|last|all (N: the step of a checkpoint-N folder)."""
+    init = Checkpoint("init", 0)
+    saved = [Checkpoint(f"checkpoint-{step}", step, path) for step, path in run.checkpoints.items()]
+    if which == "init":
+        return [init]
+    if which == "all":
+        return [init] + saved
+    if which == "last":
+        if not saved:
+            raise HyperrestartError(f"{run.dir} has no checkpoint-N folder with model weights; "
+                                    f"use --checkpoint init, or train with save_steps set")
+        return [saved[-1]]
+    if str(which).isdigit() and int(which) == 0:
+        return [init]
+    if str(which).isdigit() and int(which) in run.checkpoints:
+        return [c for c in saved if c.step == int(which)]
+    available = ", ".join(str(c.step) for c in saved) or "none"
+    raise HyperrestartError(f"--checkpoint {which}: choose init, last, all or a saved step ({available})")
+
+
+def lr_trace(run: Run):
+    """[(step, lr applied)] from the run's lr_trace.csv."""
+    path = run.dir / "lr_trace.csv"
+    if not path.is_file():
+        raise HyperrestartError(f"{path} is missing: `hyperrestart run` writes it when training ends; "
+                                f"track needs it to find the restarts")
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    try:
+        return [(int(r["step"]), float(r["lr_applied"])) for r in rows]
+    except (KeyError, ValueError) as exc:
+        raise HyperrestartError(f"{path} is damaged ({exc}); expected the columns step,lr_applied") from None
+
+
+def track_steps(run: Run):
+    """The steps `track` analyses: 0 (init), the last step of every lr cycle (the weights a restart starts from:
+    restart step - 1) and the last step, from lr_trace.csv."""
+    trace = lr_trace(run)
+    last = trace[-1][0]
+    ends = [step - 1 for step in runner.restart_steps(trace) if step - 1 > 0]
+    return sorted({0, *ends, last})
