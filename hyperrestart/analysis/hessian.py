@@ -33,12 +33,15 @@ def unflatten(vector, shapes):
 
 
 def hvp(loss_of, xs, vs):
-    """H v for the Hessian of loss_of(xs) (a scalar) at xs, by double backward."""
+    """H v for the Hessian of loss_of(xs) (a scalar) at xs, by double backward (tensors the loss does not use, such
+    as a manual adapter that generated weights replace, have zero rows)."""
     xs = [x.detach().requires_grad_(True) for x in xs]
     loss = loss_of(xs)
-    grads = torch.autograd.grad(loss, xs, create_graph=True)
+    grads = torch.autograd.grad(loss, xs, create_graph=True, allow_unused=True, materialize_grads=True)
     dot = sum((g * v).sum() for g, v in zip(grads, vs))
-    return [h.detach() for h in torch.autograd.grad(dot, xs, allow_unused=False)]
+    if not dot.requires_grad:  # the gradient is constant in xs
+        return [torch.zeros_like(x) for x in xs]
+    return [h.detach() for h in torch.autograd.grad(dot, xs, allow_unused=True, materialize_grads=True)]
 
 
 class SpaceFunction:
