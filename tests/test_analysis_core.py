@@ -66,6 +66,19 @@ def test_quadratic_eigenvalues_trace_and_inertia():
     assert result["trace"] != pytest.approx(float(torch.trace(a)), abs=1e-9)  # an estimate, not the exact trace
     assert result["signs"] == {"positive_of_top": 3, "negative_of_bottom": 3, "k": 3}
     assert 0 < result["negative_mass"] < 1
+    total = result["negative_mass"] + result["near_zero_mass"] + result["positive_mass"]
+    assert total == pytest.approx(1.0, abs=1e-9)
+
+
+def test_sign_masses_split_the_quadrature_weights():
+    nodes = torch.tensor([[-2.0, -0.01, 0.005, 3.0], [-1.0, 0.5, 2.0, float("nan")]])
+    weights = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.5, 0.0]])
+    masses = hessian.sign_masses(nodes, weights, eps=0.02)
+    assert masses["negative"] == pytest.approx((0.1 + 0.25) / 2)
+    assert masses["positive"] == pytest.approx((0.4 + 0.25 + 0.5) / 2)
+    assert masses["near_zero"] == pytest.approx((0.2 + 0.3) / 2)
+    assert hessian.sign_counts([3.0, 0.001], [-0.001, -2.0], tol=0.01) == {
+        "positive_of_top": 1, "negative_of_bottom": 1, "k": 2}
 
 
 def test_quadratic_landscape_is_the_analytic_paraboloid(tmp_path):

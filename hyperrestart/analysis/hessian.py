@@ -16,7 +16,7 @@ import math
 
 import torch
 
-ZERO_TOL = 1e-3  # an eigenvalue counts as zero when |lambda| <= ZERO_TOL * max |lambda| of its space
+ZERO_TOL = 1e-2  # an eigenvalue counts as zero when |lambda| <= ZERO_TOL * max |lambda| of its space
 
 
 def flatten(tensors):
@@ -81,10 +81,10 @@ def spectrum(function, k=5, lanczos_steps=30, density_runs=2, trace_samples=10, 
     trace = hutchinson(op, num_samples=int(trace_samples), seed=seed + 2)
     density = spectral_density(op, num_runs=int(density_runs), lanczos_steps=steps, num_grid_points=400,
                                seed=seed + 3)
-    nodes, weights = density.raw_eigenvalues, density.raw_weights
-    negative_mass = float(torch.nan_to_num(weights * (nodes < 0)).sum() / weights.shape[0])
     top_values = [float(v) for v in top.eigenvalues]
     bottom_values = [float(v) for v in bottom.eigenvalues]
+    masses = sign_masses(density.raw_eigenvalues, density.raw_weights,
+                         ZERO_TOL * max(abs(v) for v in top_values + bottom_values))
     return {
         "size": n,
         "top": top_values,
@@ -95,11 +95,25 @@ def spectrum(function, k=5, lanczos_steps=30, density_runs=2, trace_samples=10, 
         "trace": trace.estimate,
         "trace_stderr": trace.stderr,
         "trace_samples": int(trace_samples),
-        "negative_mass": negative_mass,
+        "negative_mass": masses["negative"],
+        "near_zero_mass": masses["near_zero"],
+        "positive_mass": masses["positive"],
         "signs": sign_counts(top_values, bottom_values),
         "density_grid": [float(v) for v in density.grid],
         "density": [float(v) for v in density.density],
     }
+
+
+def sign_masses(nodes, weights, eps):
+    """The SLQ quadrature's share of eigenvalues below -eps, within [-eps, eps] and above eps (each run's weights
+    sum to 1; averaged over runs). A node in the bulk near zero stands for many tiny eigenvalues of either sign,
+    so it is counted as near zero rather than by its sign."""
+    weights = torch.nan_to_num(weights)
+    nodes = torch.nan_to_num(nodes)
+    runs = weights.shape[0]
+    negative = float((weights * (nodes < -eps)).sum() / runs)
+    positive = float((weights * (nodes > eps)).sum() / runs)
+    return {"negative": negative, "positive": positive, "near_zero": float(weights.sum() / runs) - negative - positive}
 
 
 def sign_counts(top, bottom, tol=ZERO_TOL):

@@ -115,7 +115,8 @@ def density_figure(result: dict, path: Path):
         for value in data["top"] + data["bottom"]:
             ax.axvline(value, color="red" if value < 0 else "green", linewidth=0.6, alpha=0.7)
         ax.axvline(0, color="black", linewidth=0.8)
-        ax.set_title(f"{SPACE_TITLES.get(space, space)}\nnegative mass {data['negative_mass']:.3f}", fontsize=10)
+        ax.set_title(f"{SPACE_TITLES.get(space, space)}\nmass below / near / above 0: {data['negative_mass']:.2f} / "
+                     f"{data['near_zero_mass']:.2f} / {data['positive_mass']:.2f}", fontsize=10)
         ax.set_xlabel("eigenvalue", fontsize=8)
         ax.set_ylabel("density (SLQ)", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -131,7 +132,7 @@ def track_figure(rows, lr_trace, title, path: Path):
     """Top eigenvalue, negative mass and ||Rv||/||H_phi v|| against step, per space, over the lr curve (rows:
     track.summary_rows)."""
     plt = _pyplot()
-    panels = [("top_eigenvalue", "largest eigenvalue", "symlog"), ("negative_mass", "negative mass (SLQ)", "linear"),
+    panels = [("top_eigenvalue", "largest eigenvalue", "symlog"), ("negative_mass", "spectral mass below 0 (SLQ)", "linear"),
               ("r_ratio", "$\\|Rv\\| / \\|H_\\phi v\\|$", "log")]
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.4))
     steps_lr = [s for s, _ in lr_trace]

@@ -109,7 +109,8 @@ def describe(result):
         signs = data["signs"]
         lines.append(f"  {space:12s} n={data['size']}: largest {_fmt(data['top'])}, most negative "
                      f"{_fmt(data['bottom'])}; trace {data['trace']:.4g} +- {data['trace_stderr']:.2g} "
-                     f"(Hutchinson, {data['trace_samples']} probes); negative mass {data['negative_mass']:.3f}; "
+                     f"(Hutchinson, {data['trace_samples']} probes); spectral mass below / near / above 0: "
+                     f"{data['negative_mass']:.3f} / {data['near_zero_mass']:.3f} / {data['positive_mass']:.3f}; "
                      f"signs: {signs['positive_of_top']}/{signs['k']} of the largest > 0, "
                      f"{signs['negative_of_bottom']}/{signs['k']} of the most negative < 0")
     if "inertia_agrees" in result:
@@ -129,7 +130,7 @@ def _fmt(values):
 
 
 SUMMARY_COLUMNS = ("checkpoint", "step", "loss", "space", "size", "top_eigenvalue", "bottom_eigenvalue", "trace",
-                   "trace_stderr", "negative_mass", "positive_of_top", "negative_of_bottom", "r_ratio")
+                   "trace_stderr", "negative_mass", "near_zero_mass", "positive_mass", "positive_of_top", "negative_of_bottom", "r_ratio")
 
 
 def summary_rows(results):
@@ -143,6 +144,7 @@ def summary_rows(results):
                          "space": space, "size": data["size"], "top_eigenvalue": max(data["top"]),
                          "bottom_eigenvalue": min(data["bottom"]), "trace": data["trace"],
                          "trace_stderr": data["trace_stderr"], "negative_mass": data["negative_mass"],
+                         "near_zero_mass": data["near_zero_mass"], "positive_mass": data["positive_mass"],
                          "positive_of_top": data["signs"]["positive_of_top"],
                          "negative_of_bottom": data["signs"]["negative_of_bottom"],
                          "r_ratio": ratio if space == "hypernetwork" else None})
