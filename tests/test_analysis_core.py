@@ -279,8 +279,8 @@ def test_zero_shift_of_the_generated_weights_is_exact_and_a_shift_moves_only_the
     # the same shift applied by hand to the generated weight gives the same loss
     with torch.no_grad():
         weight, bias = model.gen()
-    by_hand = sum(float(((model.head(torch.tanh(b["x"] @ (weight + 0.1).T + bias)).squeeze(-1) - b["y"]) ** 2)
-                        .mean()) for b in batches) / 2
+        by_hand = sum(float(((model.head(torch.tanh(b["x"] @ (weight + 0.1).T + bias)).squeeze(-1) - b["y"]) ** 2)
+                            .mean()) for b in batches) / 2
     assert moved == pytest.approx(by_hand, rel=1e-12)
     assert objective.loss() == before  # hooks inactive outside the block
     snapshot = [p.detach().clone() for p in model.parameters()]
