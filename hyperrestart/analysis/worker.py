@@ -89,6 +89,8 @@ def run(job, model, loss_fn, batches, rank=0, world=1):
                         _landscape(job, objective, checkpoint, space, rank, world, progress)
                     else:
                         progress.add(per, force=True)
+            elif job["task"] == "benchmark" and rank == 0:
+                _benchmark(job, objective, checkpoint, progress)
             elif rank == 0:
                 _hessian(job, objective, checkpoint, progress)
         finally:
@@ -147,6 +149,47 @@ def _hessian(job, objective, checkpoint, progress):
     if "hypernetwork" in objective.available and "main" in objective.available:
         result["r_term"] = _r_term(objective, job)
     path = Path(job["out"]) / f"hessian-{checkpoint['label']}.json"
+    path.write_text(json.dumps(result, indent=1), encoding="utf-8")
+
+
+def _seconds(fn, repeats):
+    """Median wall time of fn() over `repeats` calls, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _benchmark(job, objective, checkpoint, progress):
+    """Per space: forward, forward + backward and HVP time (same batches, same variables), and landscape grid
+    points per second; writes benchmark-<checkpoint>.json."""
+    repeats = int(job.get("repeats", 5))
+    result = {"checkpoint": checkpoint["label"], "repeats": repeats, "batches": job["batches"], "spaces": {}}
+    for space in job["spaces"]:
+        if space not in objective.available:
+            progress.add(1, force=True)
+            continue
+        with no_parameter_grads(objective.model):
+            function = objective.function(space)
+            xs = [r.detach().clone().requires_grad_(True) for r in function.reference]
+            vs = [torch.randn_like(r) for r in function.reference]
+
+            def forward_backward():
+                torch.autograd.grad(function.loss(xs), xs, allow_unused=True)
+
+            timing = {"forward_s": _seconds(lambda: float(function.loss(function.reference)), repeats),
+                      "forward_backward_s": _seconds(forward_backward, repeats),
+                      "hvp_s": _seconds(lambda: function.hvp(vs), repeats)}
+        d1 = [torch.randn_like(r) * 1e-3 for r in objective.space(space).reference()]
+        timing["grid_point_s"] = _seconds(lambda: objective.shifted_loss(space, d1), repeats)
+        timing["grid_points_per_s"] = 1.0 / timing["grid_point_s"]
+        timing["hvp_over_forward_backward"] = timing["hvp_s"] / timing["forward_backward_s"]
+        result["spaces"][space] = timing
+        progress.add(1, f"{checkpoint['label']} {space}", force=True)
+    path = Path(job["out"]) / f"benchmark-{checkpoint['label']}.json"
     path.write_text(json.dumps(result, indent=1), encoding="utf-8")
 
 
