@@ -52,8 +52,20 @@ def test_open_run_infers_the_upstream_and_lists_checkpoints_with_weights(tmp_pat
     assert [c.label for c in loading.select(run, "all")] == ["init", "checkpoint-2", "checkpoint-5"]
     assert [c.step for c in loading.select(run, "last")] == [5]
     assert loading.select(run, "init")[0].path is None and loading.select(run, "0")[0].label == "init"
-    with pytest.raises(HyperrestartError, match=r"--checkpoint 9: choose init, last, all or a saved step \(2, 5\)"):
+    with pytest.raises(HyperrestartError, match=r"--checkpoint 9: choose init, last, final, all or a saved step \(2, 5\)"):
         loading.select(run, "9")
+
+
+def test_final_model_of_the_run_folder(tmp_path):
+    run_dir = fake_run(tmp_path, steps=())
+    with pytest.raises(HyperrestartError, match="has no checkpoint-N folder with model weights"):
+        loading.select(loading.open_run(run_dir), "last")
+    (run_dir / "pytorch_model.bin").write_bytes(b"")
+    (run_dir / "trainer_state.json").write_text('{"global_step": 4}', encoding="utf-8")
+    run = loading.open_run(run_dir)
+    assert [(c.label, c.step, c.path) for c in loading.select(run, "last")] == [("final", 4, run_dir)]
+    assert [c.label for c in loading.select(run, "all")] == ["init", "final"]
+    assert loading.select(run, "4")[0].label == "final"
 
 
 def test_hyperformer_config_and_ambiguous_configs(tmp_path):

@@ -76,8 +76,11 @@ def spectrum(function, k=5, lanczos_steps=30, density_runs=2, trace_samples=10, 
     op = LambdaOperator(function.matvec, n, device=function.reference[0].device, dtype=dtype)
     k = max(1, min(int(k), n))
     steps = max(k, min(int(lanczos_steps), n))
-    top = lanczos(op, k=k, max_iter=steps, which="LA", seed=seed, reorthogonalize=True)
-    bottom = lanczos(op, k=k, max_iter=steps, which="SA", seed=seed + 1, reorthogonalize=True)
+    # one Lanczos run gives both ends: every Ritz value, largest first
+    ritz = lanczos(op, k=steps, max_iter=steps, which="LA", seed=seed, reorthogonalize=True)
+    order = list(range(len(ritz.eigenvalues)))
+    top = _Ends([ritz.eigenvalues[i] for i in order[:k]], [ritz.converged[i] for i in order[:k]])
+    bottom = _Ends([ritz.eigenvalues[i] for i in order[::-1][:k]], [ritz.converged[i] for i in order[::-1][:k]])
     trace = hutchinson(op, num_samples=int(trace_samples), seed=seed + 2)
     density = spectral_density(op, num_runs=int(density_runs), lanczos_steps=steps, num_grid_points=400,
                                seed=seed + 3)
@@ -102,6 +105,11 @@ def spectrum(function, k=5, lanczos_steps=30, density_runs=2, trace_samples=10, 
         "density_grid": [float(v) for v in density.grid],
         "density": [float(v) for v in density.density],
     }
+
+
+class _Ends:
+    def __init__(self, eigenvalues, converged):
+        self.eigenvalues, self.converged = eigenvalues, converged
 
 
 def sign_masses(nodes, weights, eps):

@@ -2,9 +2,11 @@
 a progress bar read from the worker's progress files; torchrun spreads a landscape over --nproc processes."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from .. import runner
@@ -63,12 +65,12 @@ def execute(run, job_file: Path, nproc=1, dest=None, python=None, label="analysi
     for stale in out.glob("progress-rank*.json"):
         stale.unlink()
     log_path = out / "analyse.log"
-    with open(log_path, "w", encoding="utf-8") as log:
+    with open(log_path, "w", encoding="utf-8") as log, _terminated_as_interrupt():
         process = subprocess.Popen(cmd, cwd=workdir, env=job_environment(run, tree), stdout=log,
                                    stderr=subprocess.STDOUT)
         try:
             _watch(process, out / "progress-rank0.json", label)
-        except BaseException:
+        except BaseException:  # Ctrl-C or SIGTERM: stop the job too (finished chunks stay cached)
             process.terminate()
             process.wait()
             raise
@@ -76,6 +78,22 @@ def execute(run, job_file: Path, nproc=1, dest=None, python=None, label="analysi
         tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-15:]
         raise HyperrestartError(f"the analysis in {run.upstream.name}'s environment failed (exit "
                                 f"{process.returncode}); the end of {log_path}:\n" + "\n".join(tail))
+
+
+@contextmanager
+def _terminated_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt inside the block (so the job's processes are stopped with us)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt()
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _watch(process, progress_file: Path, label):

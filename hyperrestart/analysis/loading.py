@@ -14,6 +14,7 @@ class Run:
     upstream: runner.Upstream
     config: dict
     checkpoints: dict = field(default_factory=dict)  # step -> checkpoint folder
+    final_step: int = None  # the run folder's own weights (the model saved when training ended), at this step
 
 
 @dataclass(frozen=True)
@@ -62,13 +63,28 @@ def open_run(run_dir, upstream=None) -> Run:
         tail = folder.name.split("-", 1)[1]
         if folder.is_dir() and tail.isdigit() and _weights(folder):
             checkpoints[int(tail)] = folder
-    return Run(run_dir, infer_upstream(config, upstream), config, dict(sorted(checkpoints.items())))
+    final_step = None
+    if _weights(run_dir) and (run_dir / "trainer_state.json").is_file():
+        try:
+            final_step = int(json.loads((run_dir / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
+        except (ValueError, KeyError, TypeError):
+            final_step = None
+    return Run(run_dir, infer_upstream(config, upstream), config, dict(sorted(checkpoints.items())), final_step)
 
 
 def select(run: Run, which) -> list:
-    """Checkpoints for --checkpoint init|N|last|all (N: the step of a checkpoint-N folder)."""
+    """Checkpoints for --checkpoint init|N|last|final|all (N: the step of a checkpoint-N folder; final: the weights
+    saved in the run folder itself when training ended: with load_best_model_at_end, the best checkpoint's)."""
     init = Checkpoint("init", 0)
     saved = [Checkpoint(f"checkpoint-{step}", step, path) for step, path in run.checkpoints.items()]
+    final = None if run.final_step is None else Checkpoint("final", run.final_step, run.dir)
+    if which == "final":
+        if final is None:
+            raise HyperrestartError(f"{run.dir} holds no final model (weights and trainer_state.json); "
+                                    f"use a checkpoint step, last or init")
+        return [final]
+    if not saved and final is not None:
+        saved = [final]
     if which == "init":
         return [init]
     if which == "all":
@@ -80,10 +96,10 @@ def select(run: Run, which) -> list:
         return [saved[-1]]
     if str(which).isdigit() and int(which) == 0:
         return [init]
-    if str(which).isdigit() and int(which) in run.checkpoints:
+    if str(which).isdigit() and any(c.step == int(which) for c in saved):
         return [c for c in saved if c.step == int(which)]
     available = ", ".join(str(c.step) for c in saved) or "none"
-    raise HyperrestartError(f"--checkpoint {which}: choose init, last, all or a saved step ({available})")
+    raise HyperrestartError(f"--checkpoint {which}: choose init, last, final, all or a saved step ({available})")
 
 
 def lr_trace(run: Run):

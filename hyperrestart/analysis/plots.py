@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
+SPACE_COLORS = {"hypernetwork": "tab:orange", "main": "tab:green", "backbone": "tab:blue"}
 SPACE_TITLES = {"hypernetwork": "hypernetwork $\\phi$", "main": "main network $\\theta = H(C;\\phi)$",
                 "backbone": "backbone"}
 
@@ -129,32 +130,77 @@ def density_figure(result: dict, path: Path):
 
 
 def track_figure(rows, lr_trace, title, path: Path):
-    """Top eigenvalue, negative mass and ||Rv||/||H_phi v|| against step, per space, over the lr curve (rows:
-    track.summary_rows)."""
+    """Largest eigenvalue, spectral mass below zero and ||Rv||/||H_phi v|| against step, per space, over the lr
+    curve (rows: tasks.summary_rows)."""
     plt = _pyplot()
-    panels = [("top_eigenvalue", "largest eigenvalue", "symlog"), ("negative_mass", "spectral mass below 0 (SLQ)", "linear"),
-              ("r_ratio", "$\\|Rv\\| / \\|H_\\phi v\\|$", "log")]
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.4))
-    steps_lr = [s for s, _ in lr_trace]
-    for ax, (key, label, scale) in zip(axes, panels):
-        spaces = sorted({r["space"] for r in rows if r.get(key) is not None})
-        for space in spaces:
-            points = [(r["step"], r[key]) for r in rows if r["space"] == space and r.get(key) is not None]
-            if points:
-                ax.plot(*zip(*points), marker="o", label=SPACE_TITLES.get(space, space))
-        ax.set_yscale(scale)
-        ax.set_xlabel("optimizer step", fontsize=9)
-        ax.set_ylabel(label, fontsize=9)
-        ax.tick_params(labelsize=8)
-        if spaces:
-            ax.legend(fontsize=7, loc="upper left")
-        if lr_trace:
-            twin = ax.twinx()
-            twin.plot(steps_lr, [lr for _, lr in lr_trace], color="grey", linestyle=":", linewidth=1)
-            twin.set_ylabel("learning rate (dotted)", fontsize=8, color="grey")
-            twin.tick_params(labelsize=7, colors="grey")
+    panels = [("top_eigenvalue", "largest Hessian eigenvalue"), ("negative_mass", "spectral mass below 0 (SLQ)"),
+              ("r_ratio", "$\\|Rv\\| / \\|H_\\phi v\\|$ (hypernetwork space)")]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    for ax, (key, label) in zip(axes, panels):
+        _track_panel(ax, rows, key, label, lr_trace)
+    handles, labels = [], []
+    for ax in axes:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            if text not in labels:
+                handles.append(handle)
+                labels.append(text)
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.tight_layout(rect=(0, 0.07, 1, 0.93))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _track_panel(ax, rows, key, label, lr_trace, style="-", suffix=""):
+    values = []
+    for space in SPACE_COLORS:
+        points = [(r["step"], r[key]) for r in rows if r["space"] == space and r.get(key) is not None]
+        if points:
+            ax.plot(*zip(*points), style, marker="o", color=SPACE_COLORS[space],
+                    label=SPACE_TITLES.get(space, space) + suffix)
+            values += [v for _, v in points]
+    if key != "negative_mass" and values and min(values) > 0:
+        ax.set_yscale("log")
+    ax.set_xlabel("optimizer step", fontsize=9)
+    ax.set_ylabel(label, fontsize=9)
+    ax.tick_params(labelsize=8)
+    if lr_trace and not getattr(ax, "_lr_drawn", False):
+        twin = ax.twinx()
+        twin.plot([s for s, _ in lr_trace], [lr for _, lr in lr_trace], color="grey", linestyle=":", linewidth=1)
+        twin.set_ylabel("learning rate (dotted)", fontsize=8, color="grey")
+        twin.tick_params(labelsize=7, colors="grey")
+        ax._lr_drawn = True
+
+
+def track_comparison_figure(arms, title, path: Path):
+    """Two or more runs' tracks on shared axes: arms = [(label, rows, lr_trace)]; solid for the first arm, dashed
+    for the second, dotted for the rest; each arm's lr curve underneath."""
+    plt = _pyplot()
+    keys = [("top_eigenvalue", "largest Hessian eigenvalue"), ("negative_mass", "spectral mass below 0 (SLQ)"),
+            ("r_ratio", "$\\|Rv\\| / \\|H_\\phi v\\|$ (hypernetwork space)")]
+    styles = ["-", "--", ":"]
+    fig, axes = plt.subplots(2, 3, figsize=(17, 8), gridspec_kw={"height_ratios": [3, 1]}, sharex="col")
+    for i, (label, rows, trace) in enumerate(arms):
+        for ax, (key, name) in zip(axes[0], keys):
+            _track_panel(ax, rows, key, name, None, styles[min(i, 2)], f" ({label})")
+        for ax in axes[1]:
+            ax.plot([s for s, _ in trace], [lr for _, lr in trace], styles[min(i, 2)], color="grey",
+                    label=f"lr ({label})")
+            ax.set_xlabel("optimizer step", fontsize=9)
+            ax.set_ylabel("learning rate", fontsize=8)
+            ax.tick_params(labelsize=7)
+    axes[1][0].legend(fontsize=7)
+    handles, labels = [], []
+    for ax in axes[0]:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            if text not in labels:
+                handles.append(handle)
+                labels.append(text)
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -38,7 +38,7 @@ def cmd_hessian(args):
 def cmd_track(args):
     from ..analysis import track
     track.track(args.run_dir, out=args.out, steps=_steps(args.steps) if args.steps else None,
-                upstream=args.upstream, space=args.space, **_hessian_options(args))
+                upstream=args.upstream, space=args.space, against=args.against, **_hessian_options(args))
     return 0
 
 
@@ -46,7 +46,9 @@ def _common(parser, checkpoint=True):
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the --output-dir of a `hyperrestart run`")
     if checkpoint:
         parser.add_argument("--checkpoint", default="last",
-                            help="init (the run's initial weights), N (checkpoint-N), last or all (default: last)")
+                            help="init (the run's initial weights), N (checkpoint-N), last, final (the model saved in RUN_DIR "
+                                 "when training ended) or all (default: last; a run without checkpoint-N folders: "
+                                 "final)")
     parser.add_argument("--space", choices=SPACE_CHOICES, default="all",
                         help="hypernetwork: the weight generators' parameters; main: the weights they generate "
                              "(perturbed through hooks); backbone: the model's other trainable weights (default: all)")
@@ -96,4 +98,6 @@ def register(subparsers):
     _common(trk, checkpoint=False)
     _hessian_flags(trk)
     trk.add_argument("--steps", help="analyse these steps instead (comma-separated; 0 = init)")
+    trk.add_argument("--against", metavar="OTHER_RUN_DIR",
+                     help="also track this run (e.g. the no-restart arm) at the same steps and plot both together")
     trk.set_defaults(func=cmd_track)
