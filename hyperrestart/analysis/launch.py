@@ -38,9 +38,9 @@ def write_job(run, checkpoints, task, spaces, out: Path, options: dict) -> Path:
     """The job file (and the upstream config it trains from: the run's, writing into a scratch folder)."""
     out.mkdir(parents=True, exist_ok=True)
     config_file = out / "job-config.json"
-    config = dict(run.config, output_dir=str(out / "scratch"))
+    config = dict(run.config, output_dir=str(out / "scratch"))  # the P3 runner's args: never trained from here
     config_file.write_text(json.dumps(config, indent=1), encoding="utf-8")
-    job = dict(options, upstream=run.upstream.name, task=task, spaces=list(spaces), out=str(out),
+    job = dict(options, upstream=run.kind, task=task, spaces=list(spaces), out=str(out),
                cache=str(out / "cache"), config_file=str(config_file), run_id=str(run.dir.resolve()),
                checkpoints=[c.as_job() for c in checkpoints])
     path = out / f"job-{task}.json"

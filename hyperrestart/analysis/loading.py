@@ -15,6 +15,11 @@ class Run:
     config: dict
     checkpoints: dict = field(default_factory=dict)  # step -> checkpoint folder
     final_step: int = None  # the run folder's own weights (the model saved when training ended), at this step
+    final_dir: Path = None
+    kind: str = None  # what builds the model inside the tree: hyperdecoders, hyperformer or p3 (the P3 runner)
+
+    def __post_init__(self):
+        self.kind = self.kind or self.upstream.name
 
 
 @dataclass(frozen=True)
@@ -45,12 +50,41 @@ def infer_upstream(config, explicit=None) -> runner.Upstream:
     return runner.upstream_named(matches[0])
 
 
+P3_RUN_CONFIG = "run_config.json"  # what the P3 runner writes into its output dir
+
+
+def _checkpoints(run_dir: Path):
+    checkpoints = {}
+    for folder in run_dir.glob("checkpoint-*"):
+        tail = folder.name.split("-", 1)[1]
+        if folder.is_dir() and tail.isdigit() and _weights(folder):
+            checkpoints[int(tail)] = folder
+    return dict(sorted(checkpoints.items()))
+
+
+def _open_p3(run_dir: Path) -> Run:
+    """A run of the P3 runner (`hyperrestart p3`): its arguments from run_config.json, checkpoint-N folders and
+    final_model/ (written when max_steps was reached)."""
+    path = run_dir / P3_RUN_CONFIG
+    try:
+        args = json.loads(path.read_text(encoding="utf-8"))["args"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise HyperrestartError(f"{path} is not the P3 runner's run_config.json ({exc}); the run folder is damaged")
+    final = run_dir / "final_model"
+    final_step = int(args["max_steps"]) if _weights(final) else None
+    return Run(run_dir, runner.upstream_named("hyperdecoders"), args, _checkpoints(run_dir), final_step,
+               final if final_step is not None else None, kind="p3")
+
+
 def open_run(run_dir, upstream=None) -> Run:
-    """The run in `run_dir` (written by `hyperrestart run`), with its checkpoints that hold model weights."""
+    """The run in `run_dir` (written by `hyperrestart run` or `hyperrestart p3`), with its checkpoints that hold
+    model weights."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise HyperrestartError(f"{run_dir} is not a folder; pass the --output-dir of a `hyperrestart run`")
     config_file = run_dir / runner.RUN_CONFIG
+    if not config_file.is_file() and (run_dir / P3_RUN_CONFIG).is_file():
+        return _open_p3(run_dir)
     if not config_file.is_file():
         raise HyperrestartError(f"{run_dir} holds no {runner.RUN_CONFIG}: it is not a run folder of "
                                 f"`hyperrestart run` (pass the folder that `run` printed as `output dir`)")
@@ -58,18 +92,15 @@ def open_run(run_dir, upstream=None) -> Run:
         config = json.loads(config_file.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise HyperrestartError(f"{config_file} is not valid JSON ({exc}); the run folder is damaged") from None
-    checkpoints = {}
-    for folder in run_dir.glob("checkpoint-*"):
-        tail = folder.name.split("-", 1)[1]
-        if folder.is_dir() and tail.isdigit() and _weights(folder):
-            checkpoints[int(tail)] = folder
+    checkpoints = _checkpoints(run_dir)
     final_step = None
     if _weights(run_dir) and (run_dir / "trainer_state.json").is_file():
         try:
             final_step = int(json.loads((run_dir / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
         except (ValueError, KeyError, TypeError):
             final_step = None
-    return Run(run_dir, infer_upstream(config, upstream), config, dict(sorted(checkpoints.items())), final_step)
+    return Run(run_dir, infer_upstream(config, upstream), config, checkpoints, final_step,
+               run_dir if final_step is not None else None)
 
 
 def select(run: Run, which) -> list:
@@ -77,7 +108,7 @@ def select(run: Run, which) -> list:
     saved in the run folder itself when training ended: with load_best_model_at_end, the best checkpoint's)."""
     init = Checkpoint("init", 0)
     saved = [Checkpoint(f"checkpoint-{step}", step, path) for step, path in run.checkpoints.items()]
-    final = None if run.final_step is None else Checkpoint("final", run.final_step, run.dir)
+    final = None if run.final_step is None else Checkpoint("final", run.final_step, run.final_dir)
     if which == "final":
         if final is None:
             raise HyperrestartError(f"{run.dir} holds no final model (weights and trainer_state.json); "
@@ -103,17 +134,18 @@ def select(run: Run, which) -> list:
 
 
 def lr_trace(run: Run):
-    """[(step, lr applied)] from the run's lr_trace.csv."""
-    path = run.dir / "lr_trace.csv"
+    """[(step, lr applied)] from the run's lr_trace.csv (the P3 runner's train_log.csv: its lr column)."""
+    name, column = ("train_log.csv", "lr") if run.kind == "p3" else ("lr_trace.csv", "lr_applied")
+    path = run.dir / name
     if not path.is_file():
-        raise HyperrestartError(f"{path} is missing: `hyperrestart run` writes it when training ends; "
-                                f"track needs it to find the restarts")
+        raise HyperrestartError(f"{path} is missing: the run writes it while training; track needs it to find "
+                                f"the restarts")
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     try:
-        return [(int(r["step"]), float(r["lr_applied"])) for r in rows]
+        return [(int(r["step"]), float(r[column])) for r in rows]
     except (KeyError, ValueError) as exc:
-        raise HyperrestartError(f"{path} is damaged ({exc}); expected the columns step,lr_applied") from None
+        raise HyperrestartError(f"{path} is damaged ({exc}); expected the columns step,{column}") from None
 
 
 def track_steps(run: Run):

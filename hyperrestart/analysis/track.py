@@ -20,7 +20,7 @@ def checkpoints_at(run, steps):
             f"(and load_best_model_at_end=false), or pass --steps with saved steps")
     return [loading.Checkpoint("init", 0) if s == 0 else
             loading.Checkpoint(f"checkpoint-{s}", s, run.checkpoints[s]) if s in run.checkpoints else
-            loading.Checkpoint("final", s, run.dir) for s in steps]
+            loading.Checkpoint("final", s, run.final_dir) for s in steps]
 
 
 def track(run_dir, out=None, steps=None, upstream=None, space="all", against=None, **options):
