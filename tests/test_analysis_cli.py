@@ -205,3 +205,51 @@ def test_hessian_and_track_end_to_end(tiny_run):
     assert [(r["step"], r["space"]) for r in rows] == [(s, sp) for s in ("0", "3")
                                                        for sp in ("hypernetwork", "main", "backbone")]
     assert (out / "track.png").stat().st_size > 10000
+
+
+SMALL_HESSIAN = ["-k", "2", "--lanczos-steps", "4", "--density-runs", "1", "--trace-samples", "2",
+                 "--ratio-vectors", "1"]
+
+
+def _train(args):
+    result = subprocess.run([sys.executable, "-m", "hyperrestart.cli", *map(str, args)], capture_output=True,
+                            text=True, cwd=ROOT, timeout=900, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _check_both_tasks(run_dir, trained_label):
+    out = run_dir / "an"
+    result = analyse("landscape", run_dir, "--checkpoint", "all", "--resolution", "3", "--out", out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for label in ("init", trained_label):
+        for space in ("hypernetwork", "main", "backbone"):
+            data = np.load(out / f"landscape-{label}-{space}.npz")
+            assert data["surface"][1, 1] == data["loss_at_checkpoint"]
+    assert (out / "figure3.png").is_file()
+    result = analyse("hessian", run_dir, "--out", out, *SMALL_HESSIAN)
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads((out / f"hessian-{trained_label}.json").read_text(encoding="utf-8"))
+    assert set(data["spaces"]) == {"hypernetwork", "main", "backbone"} and all(data["spaces"].values())
+    assert np.isfinite(data["r_term"]["ratio_mean"]) and data["r_term"]["ratio_mean"] > 0
+
+
+@pytest.mark.slow
+def test_hyperformer_run_end_to_end(tmp_path):
+    from hyperrestart import envs
+    try:
+        envs.python_for("hyperformer")
+    except HyperrestartError as exc:
+        pytest.skip(str(exc))
+    run_dir = tmp_path / "hf"
+    _train(["run", ROOT / "configs/hyperformer/hyperformer_restart.json", "--tiny", "--quiet", "--output-dir",
+            run_dir, "--set", "max_steps=2", "--set", "do_eval=false", "--set", "do_test=false"])
+    _check_both_tasks(run_dir, "final")  # hyperformer keeps no checkpoint-N here: the run folder's final model
+
+
+@pytest.mark.slow
+def test_p3_hyperdecoder_run_end_to_end(tmp_path):
+    run_dir = tmp_path / "p3"
+    _train(["p3", "--tiny", "--config", "table2_hyperdecoder_restart", "--output-dir", run_dir, "--",
+            "--max_steps", "2", "--save_steps", "2", "--eval_steps", "0", "--eval_at_start", "false",
+            "--eval_at_end", "false"])
+    _check_both_tasks(run_dir, "checkpoint-2")

@@ -121,7 +121,8 @@ def sign_masses(nodes, weights, eps):
     runs = weights.shape[0]
     negative = float((weights * (nodes < -eps)).sum() / runs)
     positive = float((weights * (nodes > eps)).sum() / runs)
-    return {"negative": negative, "positive": positive, "near_zero": float(weights.sum() / runs) - negative - positive}
+    return {"negative": negative, "positive": positive,
+            "near_zero": max(0.0, float(weights.sum() / runs) - negative - positive)}
 
 
 def sign_counts(top, bottom, tol=ZERO_TOL):
