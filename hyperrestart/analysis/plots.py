@@ -20,7 +20,7 @@ def _surface_axes(fig, position, data, title, cmap="viridis"):
     ax = fig.add_subplot(*position, projection="3d")
     grid = data["axis"]
     a, b = np.meshgrid(grid, grid)
-    ax.plot_surface(a, b, data["surface"], cmap=cmap, linewidth=0, antialiased=True, rcount=64, ccount=64)
+    ax.plot_surface(a, b, np.where(np.isfinite(data["surface"]), data["surface"], np.nan), cmap=cmap, linewidth=0, antialiased=True, rcount=64, ccount=64)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("$\\alpha$ (d1)", fontsize=8)
     ax.set_ylabel("$\\beta$ (d2)", fontsize=8)
@@ -40,9 +40,13 @@ def _compact():
 def _contour_axes(fig, position, data, title):
     ax = fig.add_subplot(*position)
     grid = data["axis"]
-    levels = 20 if np.ptp(data["surface"]) > 0 else 1
-    filled = ax.contourf(grid, grid, data["surface"], levels=levels, cmap="viridis")
-    ax.contour(grid, grid, data["surface"], levels=levels, colors="k", linewidths=0.3)
+    surface = np.ma.masked_invalid(data["surface"])  # a perturbation can overflow the loss: left blank
+    finite = surface.compressed()
+    if finite.size and finite.max() > finite.min():
+        filled = ax.contourf(grid, grid, surface, levels=20, cmap="viridis")
+        ax.contour(grid, grid, surface, levels=20, colors="k", linewidths=0.3)
+    else:  # flat (or no finite value): one colour, no contour lines
+        filled = ax.pcolormesh(grid, grid, surface, cmap="viridis", shading="auto")
     ax.plot([0], [0], marker="*", color="red", markersize=9, label="checkpoint")
     ax.set_aspect("equal")
     ax.set_title(title, fontsize=10)

@@ -4,6 +4,8 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import HyperrestartError
 from . import launch, loading, plots
 
@@ -53,13 +55,19 @@ def landscape(run_dir, checkpoint="last", space="all", out=None, nproc=1, upstre
         for name, data in results.items():
             lines.append(f"  {name:12s} loss {float(data['loss_at_checkpoint']):.6g} at the checkpoint; over "
                          f"[-{options['range']:g}, {options['range']:g}]^2 ({options['resolution']}x"
-                         f"{options['resolution']}) from {data['surface'].min():.6g} to {data['surface'].max():.6g}")
+                         f"{options['resolution']}) from {np.nanmin(data['surface']):.6g} to {np.nanmax(data['surface']):.6g}"
+                         + _not_finite(data["surface"]))
     missing = sorted({name for name in spaces for ck in checkpoints if (ck.label, name) not in found})
     if missing:
         lines.append(f"no {', '.join(missing)} space in this model (see overlay/common/param_spaces.py)")
     _figure3(found, checkpoints, out, lines)
     print("\n".join(lines + [f"grids and direction seeds: {out}/landscape-*.npz and .csv"]))
     return found
+
+
+def _not_finite(surface):
+    bad = int((~np.isfinite(surface)).sum())
+    return f"; {bad} point(s) where the loss is not finite (blank in the plots)" if bad else ""
 
 
 def _figure3(found, checkpoints, out, lines):
