@@ -105,7 +105,9 @@ def _landscape(job, objective, checkpoint, space, rank, world, progress):
     d1, d2 = [d.to(device) for d in d1], [d.to(device) for d in d2]
     pts = landscape.points(job["range"], job["resolution"])
     settings = {"run": job["run_id"], "checkpoint": checkpoint["label"], "space": space, "seed": job["seed"],
-                "range": job["range"], "resolution": job["resolution"], "batches": job["batches"]}
+                "range": job["range"], "resolution": job["resolution"], "batches": job["batches"],
+                # a retrained run, other data or other weights never reuse a cache
+                "weights": _fingerprint(reference), "loss": repr(objective.loss())}
     cache = landscape.ChunkCache(job["cache"], settings, len(pts), job.get("chunk_points", landscape.CHUNK_POINTS))
 
     def evaluate(a, b):
@@ -127,6 +129,15 @@ def _landscape(job, objective, checkpoint, space, rank, world, progress):
         kinds = ["grid"] * (len(pts) - 2 * job["resolution"]) + ["slice_d1"] * job["resolution"] + \
             ["slice_d2"] * job["resolution"]
         writer.writerows((k, repr(float(a)), repr(float(b)), repr(float(v))) for k, (a, b), v in zip(kinds, pts, values))
+
+
+def _fingerprint(tensors):
+    import hashlib
+    digest = hashlib.sha256()
+    for t in tensors:
+        digest.update(str(tuple(t.shape)).encode("utf-8"))
+        digest.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _hessian(job, objective, checkpoint, progress):
