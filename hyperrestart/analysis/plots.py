@@ -49,6 +49,8 @@ def _contour_axes(fig, position, data, title):
         filled = ax.pcolormesh(grid, grid, surface, cmap="viridis", shading="auto")
     ax.plot([0], [0], marker="*", color="red", markersize=9, label="checkpoint")
     ax.set_aspect("equal")
+    if finite.size:  # colour scales differ by panel: say how much the loss varies in this one
+        title = f"{title} (loss varies by {finite.max() - finite.min():.3g})"
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("$\\alpha$ (d1)", fontsize=8)
     ax.set_ylabel("$\\beta$ (d2)", fontsize=8)
