@@ -157,7 +157,7 @@ def _hessian(job, objective, checkpoint, progress):
     spectra = result["spaces"]
     if spectra.get("hypernetwork") and spectra.get("main"):
         result["inertia_agrees"] = hessian.inertia_agreement(spectra["hypernetwork"], spectra["main"])
-    if "hypernetwork" in objective.available and "main" in objective.available:
+    if "hypernetwork" in job["spaces"] and "hypernetwork" in objective.available and "main" in objective.available:
         result["r_term"] = _r_term(objective, job)
     path = Path(job["out"]) / f"hessian-{checkpoint['label']}.json"
     path.write_text(json.dumps(result, indent=1), encoding="utf-8")
