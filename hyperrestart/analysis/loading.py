@@ -81,7 +81,8 @@ def open_run(run_dir, upstream=None) -> Run:
     model weights."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise HyperrestartError(f"{run_dir} is not a folder; pass the --output-dir of a `hyperrestart run`")
+        raise HyperrestartError(f"{run_dir} is not a folder; pass the --output-dir of a `hyperrestart run` or "
+                                f"`hyperrestart p3`")
     config_file = run_dir / runner.RUN_CONFIG
     if not config_file.is_file() and (run_dir / P3_RUN_CONFIG).is_file():
         return _open_p3(run_dir)

@@ -43,7 +43,7 @@ def cmd_track(args):
 
 
 def _common(parser, checkpoint=True):
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="the --output-dir of a `hyperrestart run`")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the --output-dir of a `hyperrestart run` or `hyperrestart p3`")
     if checkpoint:
         parser.add_argument("--checkpoint", default="last",
                             help="init (the run's initial weights), N (checkpoint-N), last, final (the model saved in RUN_DIR "
