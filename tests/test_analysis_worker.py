@@ -52,7 +52,7 @@ def test_landscape_job_per_checkpoint_and_space(tmp_path):
     assert json.loads((out / "progress-rank0.json").read_text(encoding="utf-8"))["done"] == 2 * 3 * 15
 
 
-@pytest.mark.slow  # about 2 s alone, much more on a loaded machine (estimators, timing repeats)
+@pytest.mark.slow  # Lanczos, trace, density, R-term and timing repeats: seconds
 def test_hessian_and_benchmark_jobs(tmp_path):
     torch.manual_seed(0)
     model = HyperModel().float()
