@@ -1,10 +1,11 @@
 """`hyperrestart` command line: each verb lives in hyperrestart/commands/<module>.py and registers itself."""
 import argparse
+import codecs
 import importlib
 import os
 import sys
 
-from .errors import HyperrestartError
+from hyperrestart.core.errors import HyperrestartError
 
 # Modules under hyperrestart.commands; each defines register(subparsers) adding its verbs with func=callable(args)->int.
 COMMAND_MODULES = ["vendor", "env", "run", "plot_lr", "prepare_p3", "p3", "sweep", "report", "analyse"]
@@ -27,7 +28,20 @@ def build_parser(prog="hyperrestart", modules=COMMAND_MODULES):
     return parser
 
 
+def console_streams():
+    """Printing never fails on the locale: under an ASCII (C/POSIX) locale the console gets UTF-8, the encoding of
+    every file the tool writes; under another non-UTF-8 one, what it cannot encode is escaped."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            codec = codecs.lookup(stream.encoding).name
+        except (AttributeError, LookupError, TypeError):
+            continue
+        if codec != "utf-8" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(**({"encoding": "utf-8"} if codec == "ascii" else {"errors": "backslashreplace"}))
+
+
 def main(argv=None, prog="hyperrestart", modules=COMMAND_MODULES):
+    console_streams()
     parser = build_parser(prog, modules)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):  # no verb: asking what there is, not an error

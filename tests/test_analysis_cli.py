@@ -13,7 +13,7 @@ import pytest
 
 from hyperrestart.analysis import loading
 from hyperrestart.cli import main
-from hyperrestart.errors import HyperrestartError
+from hyperrestart.core.errors import HyperrestartError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,7 +114,7 @@ def test_errors_are_one_line_with_the_fix(tmp_path, capsys):
 # --- end to end on a real tiny hyperdecoders run ----------------------------------------------------------------
 
 def _tiny_run(root):
-    from hyperrestart import envs
+    from hyperrestart.upstream import envs
     try:
         envs.python_for("hyperdecoders")
     except HyperrestartError as exc:
@@ -235,7 +235,7 @@ def _check_both_tasks(run_dir, trained_label):
 
 @pytest.mark.slow
 def test_hyperformer_run_end_to_end(tmp_path):
-    from hyperrestart import envs
+    from hyperrestart.upstream import envs
     try:
         envs.python_for("hyperformer")
     except HyperrestartError as exc:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from hyperrestart.overlay_import import load_overlay_module
+from hyperrestart.core.overlay_import import load_overlay_module
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAM_SPACES = ROOT / "overlay" / "common" / "param_spaces.py"
@@ -194,8 +194,8 @@ def _probe(upstream, python, probe, package_dir):
 
 
 def _env_python(name):
-    from hyperrestart import envs
-    from hyperrestart.errors import HyperrestartError
+    from hyperrestart.upstream import envs
+    from hyperrestart.core.errors import HyperrestartError
     try:
         return envs.python_for(name)
     except HyperrestartError as exc:

@@ -7,11 +7,12 @@ Layout of the points: the R x R grid row by row (row i: b = axis[i], column j: a
 """
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
+
+from ..core.files import atomic_path, atomic_write_json
 
 CHUNK_POINTS = 64
 CACHE_VERSION = 1
@@ -54,7 +55,7 @@ class ChunkCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         meta = self.dir / "settings.json"
         if not meta.exists():
-            _atomic_write_bytes(meta, json.dumps(self.settings, indent=1, sort_keys=True).encode("utf-8"))
+            atomic_write_json(meta, self.settings, indent=1, sort_keys=True)
 
     def path(self, index):
         return self.dir / f"chunk-{index:06d}.npy"
@@ -70,18 +71,11 @@ class ChunkCache:
         return np.load(self.path(index))
 
     def save(self, index, values):
-        tmp = self.dir / f".chunk-{index:06d}.{os.getpid()}.tmp.npy"
-        np.save(tmp, np.asarray(values, dtype=np.float64))
-        os.replace(tmp, self.path(index))
+        with atomic_path(self.path(index)) as tmp:
+            np.save(tmp, np.asarray(values, dtype=np.float64))
 
     def assemble(self):
         return np.concatenate([self.load(i) for i in range(self.n_chunks)])
-
-
-def _atomic_write_bytes(path, data):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def compute(evaluate, pts, cache, rank=0, world=1, progress=None, poll_s=0.5):

@@ -9,9 +9,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .. import runner
-from ..errors import HyperrestartError
-from ..paths import PROJECT_ROOT
+from ..core.errors import HyperrestartError
+from ..core.paths import PROJECT_ROOT
+from ..upstream import registry
 
 ENTRY = "hyperrestart_analyse.py"
 QUIET_ENV = {"WANDB_DISABLED": "true", "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
@@ -21,7 +21,7 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_
 def job_environment(run, tree):
     """The upstream's environment for the run: its data folder, and for a --tiny run (it has hf-home/) the same
     offline Hugging Face caches and one thread per process."""
-    env = runner.process_env(run.upstream, tree)
+    env = registry.process_env(run.upstream, tree)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(PROJECT_ROOT)) if p)
     env.update(QUIET_ENV)
     if run.config.get("data_dir"):
@@ -50,8 +50,8 @@ def write_job(run, checkpoints, task, spaces, out: Path, options: dict) -> Path:
 
 def execute(run, job_file: Path, nproc=1, dest=None, python=None, label="analysing"):
     """Run the job; raise HyperrestartError with the log's tail when it fails."""
-    from ..envs import python_for
-    tree = runner.tree_dir(run.upstream, dest)
+    from ..upstream.envs import python_for
+    tree = registry.tree_dir(run.upstream, dest)
     workdir = tree / run.upstream.workdir
     if not (workdir / ENTRY).is_file():
         raise HyperrestartError(f"{workdir / ENTRY} is missing: the {run.upstream.name} tree predates "

@@ -4,14 +4,16 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import runner
-from ..errors import HyperrestartError
+from ..core.errors import HyperrestartError
+from ..upstream import registry
+from ..upstream.lr_trace import restart_steps
+from ..upstream.run_folder import RUN_CONFIG
 
 
 @dataclass
 class Run:
     dir: Path
-    upstream: runner.Upstream
+    upstream: registry.Upstream
     config: dict
     checkpoints: dict = field(default_factory=dict)  # step -> checkpoint folder
     final_step: int = None  # the run folder's own weights (the model saved when training ended), at this step
@@ -36,18 +38,18 @@ def _weights(folder: Path):
     return (folder / "model.safetensors").is_file() or (folder / "pytorch_model.bin").is_file()
 
 
-def infer_upstream(config, explicit=None) -> runner.Upstream:
+def infer_upstream(config, explicit=None) -> registry.Upstream:
     """--upstream, else the one upstream whose training arguments include every key of the config."""
     if explicit:
-        return runner.upstream_named(explicit)
-    from ..sweep import recorded_upstream_arguments
+        return registry.upstream_named(explicit)
+    from ..sweep.runners import recorded_upstream_arguments
     fields = recorded_upstream_arguments()
     matches = [name for name, names in fields.items() if set(config) <= set(names)]
     if len(matches) != 1:
         raise HyperrestartError("cannot tell which upstream trained this run from its config "
                                 f"({'both match' if matches else 'no upstream takes all its keys'}); "
-                                f"pass --upstream {'|'.join(runner.UPSTREAMS)}")
-    return runner.upstream_named(matches[0])
+                                f"pass --upstream {'|'.join(registry.UPSTREAMS)}")
+    return registry.upstream_named(matches[0])
 
 
 P3_RUN_CONFIG = "run_config.json"  # what the P3 runner writes into its output dir
@@ -72,7 +74,7 @@ def _open_p3(run_dir: Path) -> Run:
         raise HyperrestartError(f"{path} is not the P3 runner's run_config.json ({exc}); the run folder is damaged")
     final = run_dir / "final_model"
     final_step = int(args["max_steps"]) if _weights(final) else None
-    return Run(run_dir, runner.upstream_named("hyperdecoders"), args, _checkpoints(run_dir), final_step,
+    return Run(run_dir, registry.upstream_named("hyperdecoders"), args, _checkpoints(run_dir), final_step,
                final if final_step is not None else None, kind="p3")
 
 
@@ -83,11 +85,11 @@ def open_run(run_dir, upstream=None) -> Run:
     if not run_dir.is_dir():
         raise HyperrestartError(f"{run_dir} is not a folder; pass the --output-dir of a `hyperrestart run` or "
                                 f"`hyperrestart p3`")
-    config_file = run_dir / runner.RUN_CONFIG
+    config_file = run_dir / RUN_CONFIG
     if not config_file.is_file() and (run_dir / P3_RUN_CONFIG).is_file():
         return _open_p3(run_dir)
     if not config_file.is_file():
-        raise HyperrestartError(f"{run_dir} holds no {runner.RUN_CONFIG}: it is not a run folder of "
+        raise HyperrestartError(f"{run_dir} holds no {RUN_CONFIG}: it is not a run folder of "
                                 f"`hyperrestart run` (pass the folder that `run` printed as `output dir`)")
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
@@ -154,5 +156,5 @@ def track_steps(run: Run):
     restart step - 1) and the last step, from lr_trace.csv."""
     trace = lr_trace(run)
     last = trace[-1][0]
-    ends = [step - 1 for step in runner.restart_steps(trace) if step - 1 > 0]
+    ends = [step - 1 for step in restart_steps(trace) if step - 1 > 0]
     return sorted({0, *ends, last})

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 
 import torch
 
-from ..overlay_import import load_overlay_module
-from ..paths import OVERLAY_DIR
+from ..core.overlay_import import load_overlay_module
+from ..core.paths import OVERLAY_DIR
 
 param_spaces = load_overlay_module("hyperrestart_param_spaces", OVERLAY_DIR / "common" / "param_spaces.py")
 

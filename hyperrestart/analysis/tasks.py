@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import HyperrestartError
+from ..core.errors import HyperrestartError
 from . import launch, loading, plots
 
 SPACES = ("hypernetwork", "main", "backbone")

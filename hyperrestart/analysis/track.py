@@ -3,7 +3,7 @@ from, found in lr_trace.csv) and at the last step; a table and a plot against th
 import csv
 from pathlib import Path
 
-from ..errors import HyperrestartError
+from ..core.errors import HyperrestartError
 from . import loading, plots, tasks
 
 TRACK_FILE = "track.csv"

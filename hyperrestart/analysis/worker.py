@@ -10,13 +10,13 @@ Progress goes to <out>/progress-rank<r>.json (the tool draws the bar).
 """
 import csv
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..core.files import atomic_write_json
 from . import directions, hessian, landscape
 from .objective import Objective, no_parameter_grads
 
@@ -41,10 +41,7 @@ class Progress:
         now = time.monotonic()
         if force or now - self.last > 0.3 or self.done >= self.total:
             self.last = now
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(json.dumps({"done": self.done, "total": self.total, "label": self.label}),
-                           encoding="utf-8")
-            os.replace(tmp, self.path)
+            atomic_write_json(self.path, {"done": self.done, "total": self.total, "label": self.label})
 
 
 def checkpoint_state(path):
@@ -159,8 +156,7 @@ def _hessian(job, objective, checkpoint, progress):
         result["inertia_agrees"] = hessian.inertia_agreement(spectra["hypernetwork"], spectra["main"])
     if "hypernetwork" in job["spaces"] and "hypernetwork" in objective.available and "main" in objective.available:
         result["r_term"] = _r_term(objective, job)
-    path = Path(job["out"]) / f"hessian-{checkpoint['label']}.json"
-    path.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    atomic_write_json(Path(job["out"]) / f"hessian-{checkpoint['label']}.json", result, indent=1)
 
 
 def _seconds(fn, repeats):
@@ -200,8 +196,7 @@ def _benchmark(job, objective, checkpoint, progress):
         timing["hvp_over_forward_backward"] = timing["hvp_s"] / timing["forward_backward_s"]
         result["spaces"][space] = timing
         progress.add(1, f"{checkpoint['label']} {space}", force=True)
-    path = Path(job["out"]) / f"benchmark-{checkpoint['label']}.json"
-    path.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    atomic_write_json(Path(job["out"]) / f"benchmark-{checkpoint['label']}.json", result, indent=1)
 
 
 def _r_term(objective, job):

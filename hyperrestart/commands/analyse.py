@@ -1,6 +1,6 @@
 """`hyperrestart analyse landscape|hessian|track RUN_DIR`: the paper's mechanism measured on a run (parsing only; the
 work is hyperrestart.analysis)."""
-from ..errors import HyperrestartError
+from ..core.errors import HyperrestartError
 
 SPACE_CHOICES = ("hypernetwork", "main", "backbone", "all")
 

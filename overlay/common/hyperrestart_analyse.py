@@ -45,28 +45,29 @@ def single_process():
 
 
 def p3_job(job, rank, world):
-    """The P3 runner's run (hyperdecoders tree): its model, tokenizer and data built as p3_trainer.main does (same
+    """The P3 runner's run (hyperdecoders tree): its model, tokenizer and data built as p3_runner.train does (same
     seed and order), batches = the micro-batches of its first optimizer steps, loss = the model's loss."""
     import argparse
     import json
     import numpy as np
     import torch
-    import p3_trainer
+    from p3_runner.data import Batches, epoch_batches, load_data
+    from p3_runner.model import load_model
     from transformers import AutoTokenizer, set_seed
     from hyperrestart.analysis import worker
     with open(job["config_file"], encoding="utf-8") as handle:
         args = argparse.Namespace(**json.load(handle))
     set_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name or args.model_name_or_path)
-    data = p3_trainer.load_data(args, tokenizer)
+    data = load_data(args, tokenizer)
     train, evalset = data["train"], data.get(args.eval_split)
     tasks = sorted(set(train.unique("task")) | (set(evalset.unique("task")) if evalset is not None else set()))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = p3_trainer.load_model(args, str(args.model_name_or_path), tokenizer, tasks).to(device)
-    order = p3_trainer.epoch_batches(np.asarray(train["source_length"]), args.train_batch_size, 0, args.seed,
+    model = load_model(args, str(args.model_name_or_path), tokenizer, tasks).to(device)
+    order = epoch_batches(np.asarray(train["source_length"]), args.train_batch_size, 0, args.seed,
                                      args.group_by_length, args.length_group_size)
     layout = {"world_size": 1, "micro_batch": args.per_device_train_batch_size}
-    steps = p3_trainer.Batches(train, order, 0, layout, 0, tokenizer.pad_token_id, 1)
+    steps = Batches(train, order, 0, layout, 0, tokenizer.pad_token_id, 1)
     batches = []
     for i in range(len(steps)):
         batches += [{k: v.to(device) for k, v in micro.items()} for micro in steps[i]]

@@ -12,10 +12,26 @@ from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
 
 logger = logging.getLogger(__name__)
 
+# The one table of lr scheduler names, used by both upstream trainers (their arg_to_scheduler), the P3 runner and
+# hyperrestart. The restart schedule's name, and its aliases with the reason each is kept:
 SCHEDULER_NAME = "cosine_annual_w_restarts"
-# The paper's released hyperformer configs spell the scheduler this way.
-SCHEDULER_ALIASES = ("consine_annealing_restart",)
+ALIAS_REASONS = {
+    "consine_annealing_restart": "the paper's released hyperformer configs spell it so",
+    "restart": "the P3 runner's name for it before the scheduler names were unified",
+}
+SCHEDULER_ALIASES = tuple(ALIAS_REASONS)
 SCHEDULER_NAMES = (SCHEDULER_NAME,) + SCHEDULER_ALIASES
+# The upstream trainers' other schedules (their arg_to_scheduler): name -> the transformers function that makes it
+# (each takes optimizer, warmup steps[, total steps]).
+HF_SCHEDULERS = {
+    "linear": "get_linear_schedule_with_warmup",
+    "cosine": "get_cosine_schedule_with_warmup",
+    "cosine_w_restarts": "get_cosine_with_hard_restarts_schedule_with_warmup",
+    "polynomial": "get_polynomial_decay_schedule_with_warmup",
+    "constant": "get_constant_schedule",
+    "constant_w_warmup": "get_constant_schedule_with_warmup",
+}
+ALL_SCHEDULER_NAMES = SCHEDULER_NAMES + tuple(HF_SCHEDULERS)
 
 # Defaults from the paper's README (both trainers).
 DEFAULT_T0 = 1
@@ -32,12 +48,7 @@ class RestartScheduler(CosineAnnealingWarmRestarts):
     """
 
     def __init__(self, optimizer, t_0=DEFAULT_T0, t_mult=DEFAULT_T_MULT, eta_min=DEFAULT_ETA_MIN, warmup_steps=0):
-        if int(t_0) != t_0 or t_0 < 1:
-            raise ValueError("restart T_0 must be a positive integer, got {!r}".format(t_0))
-        if int(t_mult) != t_mult or t_mult < 1:
-            raise ValueError("restart T_mult must be an integer >= 1, got {!r}".format(t_mult))
-        if warmup_steps < 0:
-            raise ValueError("restart warmup_steps must be >= 0, got {!r}".format(warmup_steps))
+        check_restart_arguments(t_0, t_mult, eta_min, warmup_steps)
         self.warmup_steps = int(warmup_steps)
         self.global_step = -1  # number of step() calls so far, minus the initial one torch makes
         super(RestartScheduler, self).__init__(optimizer, T_0=int(t_0), T_mult=int(t_mult), eta_min=eta_min)
@@ -54,8 +65,46 @@ class RestartScheduler(CosineAnnealingWarmRestarts):
         super(RestartScheduler, self).step()
 
 
+def _is_integer(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
+        and value not in (float("inf"), float("-inf"))
+
+
+def restart_argument_problems(t_0, t_mult, eta_min=DEFAULT_ETA_MIN, warmup_steps=0, learning_rate=None):
+    """One message per out-of-range restart setting (empty when all are valid): T_0 an integer >= 1, T_mult an
+    integer >= 1, eta_min a finite number >= 0 (and below the learning rate when given), warmup an integer >= 0.
+    Checked before any loop over cycles runs, so no setting can make one unbounded."""
+    problems = []
+    if not _is_integer(t_0) or t_0 < 1:
+        problems.append("restart_t0 (T_0) must be an integer >= 1, got {!r}".format(t_0))
+    if not _is_integer(t_mult) or t_mult < 1:
+        problems.append("restart_t_mult (T_mult) must be an integer >= 1, got {!r}".format(t_mult))
+    if not _is_number(eta_min) or eta_min < 0:
+        problems.append("eta_min must be a finite number >= 0, got {!r}".format(eta_min))
+    elif learning_rate is not None and _is_number(learning_rate) and eta_min >= learning_rate:
+        problems.append("eta_min ({!r}) must be below learning_rate ({!r}): the lr falls from learning_rate to "
+                        "eta_min in each cycle".format(eta_min, learning_rate))
+    if warmup_steps is not None and (not _is_integer(warmup_steps) or warmup_steps < 0):
+        problems.append("restart_warmup_steps must be an integer >= 0, got {!r}".format(warmup_steps))
+    return problems
+
+
+def check_restart_arguments(t_0, t_mult, eta_min=DEFAULT_ETA_MIN, warmup_steps=0, learning_rate=None):
+    """ValueError listing every out-of-range restart setting (restart_argument_problems)."""
+    problems = restart_argument_problems(t_0, t_mult, eta_min, warmup_steps, learning_rate)
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 def cycle_end_steps(t_0, t_mult, warmup_steps=0, up_to=None, count=None):
     """Step counts after which a cycle ends (the lr has just reached its minimum): W + T_0 (1 + m + ... + m^(n-1))."""
+    check_restart_arguments(t_0, t_mult, 0, warmup_steps)
+    if up_to is None and count is None:
+        raise ValueError("cycle_end_steps needs up_to or count, or it would never end")
     ends, total, length = [], warmup_steps, t_0
     while True:
         total += length
@@ -92,10 +141,9 @@ def check_alignment(max_steps, t_0, t_mult, warmup_steps=0, unit="steps"):
 
 
 def canonical_scheduler_name(name):
-    """Map the paper configs' misspelled alias to the canonical name, saying so in the log."""
+    """Map an alias of the restart schedule (ALIAS_REASONS) to its canonical name, saying so in the log."""
     if name in SCHEDULER_ALIASES:
-        logger.warning("lr_scheduler %r is an alias of %r (the paper's released hyperformer configs use it)",
-                       name, SCHEDULER_NAME)
+        logger.warning("lr_scheduler %r is an alias of %r (%s)", name, SCHEDULER_NAME, ALIAS_REASONS[name])
         return SCHEDULER_NAME
     return name
 
@@ -107,6 +155,7 @@ def restart_scheduler_from_args(optimizer, args, num_training_steps=None):
     t_mult = getattr(args, "restart_t_mult", DEFAULT_T_MULT)
     eta_min = getattr(args, "eta_min", DEFAULT_ETA_MIN)
     warmup = getattr(args, "restart_warmup_steps", 0) or 0
+    check_restart_arguments(t_0, t_mult, eta_min, warmup, getattr(args, "learning_rate", None))
     if num_training_steps:
         check_alignment(num_training_steps, t_0, t_mult, warmup)
     return RestartScheduler(optimizer, t_0=t_0, t_mult=t_mult, eta_min=eta_min, warmup_steps=warmup)
