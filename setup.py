@@ -17,6 +17,7 @@ TRAIN = [
     "tfrecord>=1.14",
     "tensorboard",
     "matplotlib",
+    "hessian-eigenthings==1.0.0a5",  # `analyse hessian`: Lanczos, Hutchinson, SLQ (why not curvlinops: analysis/hessian.py)
 ]
 CLUSTER = ["submitit>=1.5", "PyYAML>=6"]
 TEST = ["pytest>=8", "pytest-xdist>=3"]
