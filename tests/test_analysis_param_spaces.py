@@ -3,7 +3,6 @@ upstreams' classes, and on the real module classes of both upstreams (built tiny
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest

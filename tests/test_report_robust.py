@@ -1,7 +1,6 @@
 """`hyperrestart report` on unlucky runs (issue 18): NaN metrics flagged and kept out of averages, full precision
 in every CSV, and any locale."""
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -11,7 +10,6 @@ import pytest
 from hyperrestart.cli import main as cli_main
 from hyperrestart.core.paths import PROJECT_ROOT
 from hyperrestart.report.tables import csv_number
-from hyperrestart.sweep import jobs as sweep_jobs
 from test_report import glue_run, p3_run
 
 
