@@ -1,0 +1,144 @@
+"""Hostile and unlucky P3 input (issue 18, rows 10-13, 18, 31-33): bad rows in every prepare-p3 format, missing
+model/data paths for `p3`, a second writer on a run folder, and stopping a multi-process run."""
+import json
+from pathlib import Path
+
+import pytest
+
+from hyperrestart.cli import main as cli_main
+from hyperrestart.p3.synthetic import SYNTHETIC_TASKS, synthetic_examples, write_synthetic_p3
+
+TASK = SYNTHETIC_TASKS[0]
+BAD = 6  # the bad row's 0-based index (jsonl line 7)
+
+
+@pytest.fixture
+def tasks_file(tmp_path):
+    path = tmp_path / "tasks.txt"
+    path.write_text(TASK + "\n", encoding="utf-8")
+    return path
+
+
+def good_rows(count=40):
+    return synthetic_examples(TASK, count, 0)
+
+
+def prepare_fails(capsys, source, tasks_file, out, fmt):
+    """Run prepare-p3; assert exit 1, one line on stderr, no traceback, nothing left; return that line."""
+    code = cli_main(["prepare-p3", "--source", str(source), "--out", str(out), "--tasks", str(tasks_file),
+                     "--format", fmt, "--holdout", "0.1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert not out.exists(), "a partial output was left"
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")] == []
+    return err
+
+
+# ---------------------------------------------------------------- rows 10 and 11: jsonl
+JSONL_BAD = {
+    "number": (b"5", "got int"),
+    "list": (b"[1, 2]", "got list"),
+    "null": (b"null", "got null"),
+    "string": (b'"just text"', "got str"),
+    "null field": (b'{"inputs_pretokenized": null, "targets_pretokenized": "x"}', "'inputs_pretokenized' is null"),
+    "int field": (b'{"inputs_pretokenized": "x", "targets_pretokenized": 7}', "'targets_pretokenized' is int, not text"),
+    "list field": (b'{"inputs": ["a"], "targets": "b"}', "'inputs_pretokenized' is list, not text"),
+    "bad byte": (b'{"inputs_pretokenized": "caf\xe9", "targets_pretokenized": "x"}', "not UTF-8 text (byte 0xe9"),
+    "lone surrogate": (b'{"inputs_pretokenized": "a\\ud800", "targets_pretokenized": "x"}', "not valid Unicode text"),
+    "deep nesting": (b"[" * 100000 + b"]" * 100000, "nested too deeply"),
+    "missing field": (b'{"inputs_pretokenized": "x"}', "missing ['targets_pretokenized']"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(JSONL_BAD))
+def test_jsonl_bad_row_named_by_file_and_line(case, tmp_path, tasks_file, capsys):
+    line, reason = JSONL_BAD[case]
+    source = tmp_path / "src"
+    (source / TASK).mkdir(parents=True)
+    lines = [json.dumps({"inputs_pretokenized": i, "targets_pretokenized": t}).encode() for i, t in good_rows()]
+    lines[BAD] = line
+    path = source / TASK / "train.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    err = prepare_fails(capsys, source, tasks_file, tmp_path / "out", "jsonl")
+    assert f"{path}:{BAD + 1}: " in err and reason in err, err
+
+
+def test_jsonl_counts_and_reads_the_same_lines(tmp_path, tasks_file, capsys):
+    """A carriage return or form feed inside a line does not split it (lines end at \\n only)."""
+    source = tmp_path / "src"
+    (source / TASK).mkdir(parents=True)
+    rows = [(i + "\r\x0c\u2028", t) for i, t in good_rows()]
+    (source / TASK / "train.jsonl").write_text(
+        "".join(json.dumps({"inputs": i, "targets": t}, ensure_ascii=False) + "\n" for i, t in rows),
+        encoding="utf-8")
+    out = tmp_path / "out"
+    assert cli_main(["prepare-p3", "--source", str(source), "--out", str(out), "--tasks", str(tasks_file),
+                     "--format", "jsonl", "--holdout", "0.1", "--quiet"]) == 0, capsys.readouterr().err
+    import pyarrow.parquet as pq
+    got = sorted(pq.read_table(out / "data" / "train.parquet").column("inputs").to_pylist()
+                 + pq.read_table(out / "data" / "validation.parquet").column("inputs").to_pylist()
+                 + pq.read_table(out / "data" / "test.parquet").column("inputs").to_pylist())
+    assert got == sorted(i for i, _ in rows)
+
+
+# ---------------------------------------------------------------- rows 12 and 13: parquet
+def write_parquet(folder, inputs, targets):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"inputs_pretokenized": inputs, "targets_pretokenized": targets}),
+                   folder / "0000.parquet")
+    return folder / "0000.parquet"
+
+
+def _with_bad(values, bad):
+    values = list(values)
+    values[BAD] = bad
+    return values
+
+
+@pytest.mark.parametrize("case", ["int column", "list column", "null input", "null target", "binary bad utf8"])
+def test_parquet_bad_row_named_by_file_and_row(case, tmp_path, tasks_file, capsys):
+    inputs, targets = map(list, zip(*good_rows()))
+    if case == "int column":
+        inputs, reason = list(range(len(inputs))), "'inputs_pretokenized' is int, not text"
+        bad_index = 0
+    elif case == "list column":
+        targets, reason = [[t] for t in targets], "'targets_pretokenized' is list, not text"
+        bad_index = 0
+    elif case == "null input":
+        inputs, reason, bad_index = _with_bad(inputs, None), "'inputs_pretokenized' is null", BAD
+    elif case == "null target":
+        targets, reason, bad_index = _with_bad(targets, None), "'targets_pretokenized' is null", BAD
+    else:
+        inputs = _with_bad([i.encode() for i in inputs], b"caf\xe9")
+        reason, bad_index = "'inputs_pretokenized' is not UTF-8 text (byte 0xe9", BAD
+    path = write_parquet(tmp_path / "src" / TASK / "train", inputs, targets)
+    err = prepare_fails(capsys, tmp_path / "src", tasks_file, tmp_path / "out", "parquet")
+    assert f"{path}: row {bad_index}: " in err and reason in err, err
+
+
+# ---------------------------------------------------------------- tfrecord, the same classes
+@pytest.mark.parametrize("case", ["bad utf8", "int feature", "empty"])
+def test_tfrecord_bad_record_named(case, tmp_path, tasks_file, capsys):
+    from tfrecord.writer import TFRecordWriter
+
+    folder = tmp_path / "src" / "data" / TASK
+    folder.mkdir(parents=True)
+    path = folder / "train.tfrecord-00000-of-00001"
+    writer = TFRecordWriter(str(path))
+    for index, (inputs, targets) in enumerate(good_rows()):
+        record = {"inputs_pretokenized": (inputs.encode(), "byte"), "targets_pretokenized": (targets.encode(), "byte")}
+        if index == BAD:
+            record["inputs_pretokenized"] = {"bad utf8": (b"caf\xe9", "byte"), "int feature": ([1, 2], "int"),
+                                             "empty": ([], "byte")}[case]
+        writer.write(record)
+    writer.close()
+    reason = {"bad utf8": "not UTF-8 text (byte 0xe9", "int feature": "int64_list, not text",
+              "empty": "is null"}[case]
+    err = prepare_fails(capsys, tmp_path / "src", tasks_file, tmp_path / "out", "tfrecord")
+    assert f"{path}: record {BAD}: 'inputs_pretokenized' is " in err, err
+    if reason:
+        assert reason in err, err
