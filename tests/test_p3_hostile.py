@@ -142,3 +142,77 @@ def test_tfrecord_bad_record_named(case, tmp_path, tasks_file, capsys):
     assert f"{path}: record {BAD}: 'inputs_pretokenized' is " in err, err
     if reason:
         assert reason in err, err
+
+
+# ---------------------------------------------------------------- row 18: p3 pre-flight
+def p3_fails(capsys, *argv, code=1):
+    result = cli_main(["p3", *map(str, argv)])
+    err = capsys.readouterr().err
+    assert result == code, err
+    assert "Traceback" not in err, err
+    return err.strip().splitlines()
+
+
+def test_p3_missing_paths_one_line_each_nothing_left(tmp_path, capsys):
+    out = tmp_path / "runs" / "out"
+    lines = p3_fails(capsys, "--model-name-or-path", "/missing", "--data-dir", "/missing", "--output-dir", out)
+    assert len(lines) == 2, lines
+    assert "--model-name-or-path /missing does not exist" in lines[0], lines
+    assert "--data-dir /missing does not exist" in lines[1] and "prepare-p3" in lines[1], lines
+    assert not (tmp_path / "runs").exists()
+    lines = p3_fails(capsys, "--model-name-or-path", "/missing", "--data-dir", "/missing")
+    assert len(lines) == 3 and "--output-dir is required" in lines[0], lines
+
+
+def test_p3_layout_checked_before_start(tmp_path, capsys):
+    model, data, out = tmp_path / "model", tmp_path / "data", tmp_path / "out"
+    model.mkdir()
+    (model / "config.json").write_text("{}", encoding="utf-8")
+    data.mkdir()
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    lines = p3_fails(capsys, "--model-name-or-path", model, "--data-dir", data, "--output-dir", tmp_path / "file" / "x")
+    assert len(lines) == 4, lines
+    assert "is not a model folder: no weights" in lines[0] and "holds no tokenizer" in lines[1], lines
+    assert "holds no data files" in lines[2] and "is a file, not a folder" in lines[3], lines
+    # the runner's own options after `--` are what counts: a good --data_dir there wins over the bad one
+    from hyperrestart.p3.synthetic import tiny_p3_data
+    lines = p3_fails(capsys, "--model-name-or-path", model, "--data-dir", data, "--output-dir", out,
+                     "--", "--data_dir", tiny_p3_data())
+    assert not any("--data-dir" in line for line in lines), lines
+    assert not out.exists()
+
+
+def tiny_paths():
+    from hyperrestart.p3.synthetic import tiny_p3_data, tiny_t5_dir
+    return ["--model-name-or-path", tiny_t5_dir(), "--data-dir", tiny_p3_data()]
+
+
+def test_p3_runner_failing_at_start_leaves_no_empty_folder(tmp_path, capsys):
+    out = tmp_path / "new" / "run"
+    assert cli_main(["p3", *map(str, tiny_paths()), "--output-dir", str(out), "--python", "false"]) == 1
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert cli_main(["p3", *map(str, tiny_paths()), "--output-dir", str(kept), "--python", "false"]) == 1
+    assert [p.name for p in kept.iterdir()] == [".hyperrestart-p3.lock"]  # a folder it did not make is kept
+
+
+# ---------------------------------------------------------------- row 32: one writer per run folder
+def test_p3_second_writer_refused_in_one_line(tmp_path, capsys):
+    import subprocess
+    import sys
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys,time; from hyperrestart.p3.runlock import RunFolderLock\n"
+        f"with RunFolderLock({str(out)!r}):\n print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        lines = p3_fails(capsys, *tiny_paths(), "--output-dir", out, "--python", "true", code=4)
+        assert len(lines) == 1 and f"{out} is being written by another `hyperrestart p3`" in lines[0], lines
+        assert f"pid {holder.pid}" in lines[0], lines
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cli_main(["p3", *map(str, tiny_paths()), "--output-dir", str(out), "--python", "true"]) == 0

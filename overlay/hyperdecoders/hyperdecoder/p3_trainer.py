@@ -35,6 +35,11 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # loaded by path (hyperrestart.p3.runner), not run as a script: find p3_runner/
     sys.path.append(str(HERE))
 
+from p3_runner.lifeline import guard_worker  # noqa: E402
+
+if __name__ == "__main__":
+    guard_worker()  # first: a torchrun worker must not outlive its launcher, even while it imports torch
+
 from p3_runner.arguments import batch_layout, build_parser, parse_args  # noqa: E402
 from p3_runner.data import collate, epoch_batches, load_data  # noqa: E402
 from p3_runner.evaluation import rouge_l  # noqa: E402
