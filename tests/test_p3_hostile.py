@@ -216,3 +216,41 @@ def test_p3_second_writer_refused_in_one_line(tmp_path, capsys):
         holder.kill()
         holder.wait()
     assert cli_main(["p3", *map(str, tiny_paths()), "--output-dir", str(out), "--python", "true"]) == 0
+
+
+# ---------------------------------------------------------------- row 33: what is equal between 1 and N processes
+def test_readme_says_what_is_equal_and_it_is(tmp_path):
+    """The README claims equal data per step for any N, and unequal losses (dropout masks, reduction order); the
+    first claim is checked here on the runner's own batching."""
+    from hyperrestart.core.paths import PROJECT_ROOT
+    from hyperrestart.core.overlay_import import load_overlay_module
+    from hyperrestart.p3.runner import RUNNER_PACKAGE, arguments_module
+
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## P3 instruction tuning"):readme.index("## Reproducing the paper")]
+    flat = " ".join(section.split())
+    assert "trains the same run as one process" not in flat
+    for claim in ("**Equal for any N:** the examples of every optimizer step", "the lr at every step",
+                  "**Not equal:** the losses", "Dropout draws its masks from each process's own random stream",
+                  "order of floating-point sums", "never bit for bit"):
+        assert claim in flat, claim
+
+    data = load_overlay_module("hyperrestart._p3_runner_data", RUNNER_PACKAGE / "data.py")
+    Batches, batch_layout = data.Batches, arguments_module().batch_layout
+
+    class Rows:
+        def __getitem__(self, rows):
+            return {"input_ids": [[r + 1] * (r % 5 + 1) for r in rows], "labels": [[r + 1] for r in rows]}
+
+    lengths = __import__("numpy").array([r % 5 + 1 for r in range(96)])
+    batches = data.epoch_batches(lengths, 8, 0, 42, True, 4)
+
+    def rows_per_step(world):
+        layout = batch_layout(8, world, 2)
+        steps = [Batches(Rows(), batches, 0, layout, rank, 0, 1) for rank in range(world)]
+        return [sorted(int(v) for rank in steps for micro in rank[i] for v in micro["labels"][:, 0])
+                for i in range(len(batches))]
+
+    one = rows_per_step(1)
+    assert len(one) == 12 and all(len(step) == 8 for step in one)
+    assert rows_per_step(2) == one and rows_per_step(4) == one

@@ -14,7 +14,8 @@ bf16 autocast + TF32 on GPUs that have them, DDP under torchrun. The lr schedule
 `--eval_steps` and at the last step): greedy generation, Rouge-L exactly as the paper (rouge_score, rougeL, stemmer,
 F-measure, mean x 100), micro and per-task macro.
 
-Any number of processes (torchrun --nproc_per_node N) trains the same run: the batch is GLOBAL. One optimizer step
+Any number of processes (torchrun --nproc_per_node N) trains the same recipe (not bit-identical losses: dropout
+masks and the order of sums differ; see README): the batch is GLOBAL. One optimizer step
 consumes --train_batch_size examples (default: per_device_train_batch_size x gradient_accumulation_steps, so a config
 written for one process keeps its meaning), split evenly over the N processes; each process runs its share in
 micro-batches of at most --per_device_train_batch_size with gradient accumulation making up the rest. The loss is the
