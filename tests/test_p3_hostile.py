@@ -254,3 +254,110 @@ def test_readme_says_what_is_equal_and_it_is(tmp_path):
     one = rows_per_step(1)
     assert len(one) == 12 and all(len(step) == 8 for step in one)
     assert rows_per_step(2) == one and rows_per_step(4) == one
+
+
+# ---------------------------------------------------------------- row 31: stop means stop
+def _alive(pid):
+    """True while pid runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def _wait_gone(pids, seconds):
+    import time
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.2)
+    return [p for p in pids if _alive(p)]
+
+
+def _processes_with(text):
+    """{pid: cmdline} of the processes whose command line holds `text`."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if text in cmdline:
+                found[int(entry.name)] = cmdline
+    return found
+
+
+def _launch(tmp_path, python, *extra):
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "hyperrestart.cli", "p3", *map(str, tiny_paths()),
+                             "--output-dir", str(tmp_path / "run"), "--python", str(python), *extra],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_runner_dies_with_a_killed_launcher(tmp_path):
+    """SIGKILL to `hyperrestart p3` alone (not its group): the runner it started gets its parent-death signal."""
+    import os
+    import signal
+    import time
+    marker = tmp_path / "started"
+    fake = tmp_path / "fake-python"
+    fake.write_text(f"#!/bin/sh\ntouch {marker}\nexec sleep 300\n", encoding="utf-8")
+    fake.chmod(0o755)
+    launcher = _launch(tmp_path, fake)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    children = [pid for pid, cmd in _processes_with("sleep 300").items()
+                if os.getpgid(pid) == launcher.pid] if marker.exists() else []
+    assert children, launcher.stderr.read()
+    os.kill(launcher.pid, signal.SIGKILL)
+    launcher.wait()
+    assert _wait_gone(children, 10) == [], "the runner outlived its launcher"
+
+
+def test_worker_whose_launcher_is_gone_stops_at_start(tmp_path):
+    """A torchrun worker that starts after its launcher died exits at once (the race the parent-death signal leaves)."""
+    import os
+    import subprocess
+    import sys
+    from hyperrestart.p3.runner import RUNNER_PACKAGE
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from lifeline import guard_worker; guard_worker(); "
+            "print('ran')")
+    env = dict(os.environ, TORCHELASTIC_RUN_ID="x", HYPERRESTART_P3_LAUNCHER_PID="999999999")
+    done = subprocess.run([sys.executable, "-c", code, str(RUNNER_PACKAGE)], env=env, capture_output=True, text=True)
+    assert done.returncode == 1 and "launcher that started this worker is gone" in done.stderr, done
+    env["HYPERRESTART_P3_LAUNCHER_PID"] = str(os.getppid())  # this test's parent is the worker's grandparent
+    done = subprocess.run([sys.executable, "-c", code, str(RUNNER_PACKAGE)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ran", done
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", ["SIGKILL", "SIGTERM"])
+def test_signal_to_process_group_stops_every_torchrun_worker(signum, tmp_path):
+    """`hyperrestart p3 --nproc-per-node 2` (CPU, gloo): a signal to its process group stops the launcher, torchrun
+    and both workers, though torchrun puts the workers in sessions of their own."""
+    import os
+    import signal
+    import sys
+    import time
+    launcher = _launch(tmp_path, sys.executable, "--tiny", "--nproc-per-node", "2", "--",
+                       "--max_steps", "100000", "--eval_at_start", "false", "--eval_steps", "0", "--save_steps", "0")
+    run = str(tmp_path / "run")
+    workers = {}
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and launcher.poll() is None:
+        workers = {pid: cmd for pid, cmd in _processes_with(run).items()
+                   if "p3_trainer.py" in cmd and "torch.distributed.run" not in cmd and pid != launcher.pid}
+        if len(workers) == 2 and (tmp_path / "run" / "train_log.csv").exists():
+            break
+        time.sleep(0.5)
+    assert len(workers) == 2, (launcher.poll(), launcher.stderr.read() if launcher.poll() is not None else "")
+    assert all(os.getpgid(pid) != launcher.pid for pid in workers), "workers share the launcher's group"
+    everything = list(_processes_with(run))
+    os.killpg(launcher.pid, getattr(signal, signum))
+    launcher.wait()
+    assert _wait_gone(everything, 30) == [], f"still running after {signum} to the group: {everything}"
