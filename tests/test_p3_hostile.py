@@ -65,12 +65,14 @@ def test_jsonl_bad_row_named_by_file_and_line(case, tmp_path, tasks_file, capsys
 
 
 def test_jsonl_counts_and_reads_the_same_lines(tmp_path, tasks_file, capsys):
-    """A carriage return or form feed inside a line does not split it (lines end at \\n only)."""
+    """A carriage return between a line's JSON tokens, or U+2028 in its text, does not split it (lines end at \\n
+    only, as JSON Lines says): every row is read, counted once."""
     source = tmp_path / "src"
     (source / TASK).mkdir(parents=True)
-    rows = [(i + "\r\x0c\u2028", t) for i, t in good_rows()]
+    rows = [(i + "\u2028", t) for i, t in good_rows()]
     (source / TASK / "train.jsonl").write_text(
-        "".join(json.dumps({"inputs": i, "targets": t}, ensure_ascii=False) + "\n" for i, t in rows),
+        "".join(json.dumps({"inputs": i, "targets": t}, ensure_ascii=False).replace(", ", ",\r ") + "\n"
+                for i, t in rows),
         encoding="utf-8")
     out = tmp_path / "out"
     assert cli_main(["prepare-p3", "--source", str(source), "--out", str(out), "--tasks", str(tasks_file),
