@@ -344,6 +344,7 @@ def test_signal_to_process_group_stops_every_torchrun_worker(signum, tmp_path):
     and both workers, though torchrun puts the workers in sessions of their own."""
     import os
     import signal
+    import subprocess
     import sys
     import time
     launcher = _launch(tmp_path, sys.executable, "--tiny", "--nproc-per-node", "2", "--",
@@ -359,6 +360,11 @@ def test_signal_to_process_group_stops_every_torchrun_worker(signum, tmp_path):
         time.sleep(0.5)
     assert len(workers) == 2, (launcher.poll(), launcher.stderr.read() if launcher.poll() is not None else "")
     assert all(os.getpgid(pid) != launcher.pid for pid in workers), "workers share the launcher's group"
+    # row 32 on a real run: a second `p3` on the folder that is training is refused in one line
+    second = subprocess.run([sys.executable, "-m", "hyperrestart.cli", "p3", "--tiny", "--output-dir", run],
+                            capture_output=True, text=True, timeout=120)
+    assert second.returncode == 4 and len(second.stderr.strip().splitlines()) == 1, second.stderr
+    assert f"another `hyperrestart p3` right now (pid {launcher.pid})" in second.stderr, second.stderr
     everything = list(_processes_with(run))
     os.killpg(launcher.pid, getattr(signal, signum))
     launcher.wait()
