@@ -16,7 +16,7 @@ from typing import Optional
 
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.paths import CONFIGS_DIR, PROJECT_ROOT
-from hyperrestart.p3.runner import RUNNER_DIR, RUNNER_FILE, runner_files
+from hyperrestart.p3.runner import RUNNER_DIR, RUNNER_FILE, lifeline_module, runner_files
 
 
 @dataclass
@@ -138,8 +138,21 @@ def prepare_launch(launch):
 
 
 def run_runner(launch, command):
-    """Run the command; after --tiny, print where the outputs are. Returns its exit status."""
-    code = subprocess.call(command, env=runner_env(launch))
+    """Check the paths (every problem, one line each), then run the command holding the run folder's lock (a second
+    `p3` on it is refused); the runner and its workers die with this process. After --tiny, print where the outputs
+    are. Returns its exit status; a run folder this launch made is not left behind empty."""
+    from hyperrestart.p3 import preflight
+    from hyperrestart.p3.runlock import locked_run_folder
+
+    preflight.check(command)
+    output_dir = preflight.effective_paths(command)["output_dir"]
+    lifeline = lifeline_module()
+    env = runner_env(launch)
+    env[lifeline.LAUNCHER_PID] = str(os.getpid())
+    with locked_run_folder(output_dir) as failed:
+        code = subprocess.call(command, env=env, preexec_fn=lifeline.preexec(os.getpid()))
+        if code != 0:
+            failed()
     if launch.tiny:
         print(outputs_summary(Path(launch.output_dir)))
     return code

@@ -96,11 +96,15 @@ def read_tfrecord(path, want=None):
         features = example.features.feature
         values = []
         for field in TEXT_FIELDS:
-            if field not in features or not features[field].bytes_list.value:
+            if field not in features:
                 raise HyperrestartError(f"{path}: record {index} has no text field {field!r} "
                                         f"(fields: {sorted(features)}); this is not a P3 tfrecord")
-            values.append(features[field].bytes_list.value[0].decode("utf-8"))
-        yield tuple(values)
+            kind = features[field].WhichOneof("kind")
+            if kind != "bytes_list" or not features[field].bytes_list.value:
+                raise bad_row(f"{path}: record {index}", field,
+                              "null" if kind is None or kind == "bytes_list" else f"{kind}, not text (bytes_list)")
+            values.append(features[field].bytes_list.value[0])
+        yield check_text(values, f"{path}: record {index}")
 
 
 def read_parquet(path, want=None):
@@ -115,9 +119,10 @@ def read_parquet(path, want=None):
                                     "expected the P3 parquet conversion")
         index = 0
         for batch in parquet.iter_batches(columns=list(TEXT_FIELDS), batch_size=CHUNK_ROWS):
-            for pair in zip(*(batch.column(f).to_pylist() for f in TEXT_FIELDS)):
+            rows = list(zip(*(batch.column(f).to_pylist() for f in TEXT_FIELDS)))
+            for pair in rows:
                 if want is None or want(index):
-                    yield pair
+                    yield check_text(pair, f"{path}: row {index}")
                 index += 1
     except HyperrestartError:
         raise
@@ -125,27 +130,66 @@ def read_parquet(path, want=None):
         raise HyperrestartError(f"cannot read parquet file {path}: {exc}; re-download this file")
 
 
+def jsonl_lines(path):
+    """(line number, bytes) of the non-blank lines of a jsonl file; lines end only at \\n (as JSON Lines says)."""
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                yield number, line
+
+
 def read_jsonl(path, want=None):
     """Yield (inputs, targets) of the non-blank lines where want(index): *_pretokenized or plain inputs/targets."""
-    index = -1
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            index += 1
-            if want is not None and not want(index):
-                continue
+    for index, (number, line) in enumerate(jsonl_lines(path)):
+        if want is not None and not want(index):
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise HyperrestartError(f"{where}: not UTF-8 text (byte 0x{line[exc.start]:02x} at column {exc.start + 1}"
+                                    "); re-encode the file as UTF-8")
+        except json.JSONDecodeError as exc:
+            raise HyperrestartError(f"{where}: invalid JSON ({exc.msg})")
+        except RecursionError:
+            raise HyperrestartError(f"{where}: JSON nested too deeply; each line must be one flat JSON object")
+        if not isinstance(row, dict):
+            raise HyperrestartError(f"{where}: a line must be a JSON object with {TEXT_FIELDS} (or 'inputs'/"
+                                    f"'targets'), got {_kind(row)}")
+        missing = [f for f in TEXT_FIELDS if f not in row and f.replace("_pretokenized", "") not in row]
+        if missing:
+            raise HyperrestartError(f"{where}: needs fields {TEXT_FIELDS} (or text 'inputs'/'targets'); "
+                                    f"missing {missing}")
+        yield check_text([row[f] if f in row else row[f.replace("_pretokenized", "")] for f in TEXT_FIELDS], where)
+
+
+def _kind(value):
+    """A JSON value's kind for messages: null, a number, a list, ..."""
+    return "null" if value is None else type(value).__name__
+
+
+def bad_row(where, field, why):
+    return HyperrestartError(f"{where}: {field!r} is {why}; fix or drop this row")
+
+
+def check_text(values, where):
+    """The (inputs, targets) text of one row, each checked: a str (bytes decoded) that is valid UTF-8; a
+    HyperrestartError naming the row, the field and the reason otherwise (null, another type, bad encoding)."""
+    pair = []
+    for field, value in zip(TEXT_FIELDS, values):
+        if isinstance(value, bytes):
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise HyperrestartError(f"{path}:{number}: invalid JSON ({exc.msg})")
-            try:
-                pair = tuple(row[f] if f in row else row[f.replace("_pretokenized", "")] for f in TEXT_FIELDS)
-            except KeyError:
-                raise HyperrestartError(f"{path}:{number}: needs fields {TEXT_FIELDS} (or text 'inputs'/'targets')")
-            if not all(isinstance(value, str) for value in pair):
-                raise HyperrestartError(f"{path}:{number}: inputs/targets must be text, got {row!r:.120}")
-            yield pair
+                value = value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise bad_row(where, field, f"not UTF-8 text (byte 0x{value[exc.start]:02x} at offset {exc.start})")
+        if not isinstance(value, str):
+            raise bad_row(where, field, "null" if value is None else f"{_kind(value)}, not text")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise bad_row(where, field, f"not valid Unicode text ({exc.reason} at offset {exc.start})")
+        pair.append(value)
+    return tuple(pair)
 
 
 READERS = {"tfrecord": read_tfrecord, "parquet": read_parquet, "jsonl": read_jsonl}
@@ -162,8 +206,7 @@ def count_rows(path, fmt):
             return pq.ParquetFile(path).metadata.num_rows
         except Exception as exc:  # pyarrow.ArrowInvalid / OSError on a damaged file
             raise HyperrestartError(f"cannot read parquet file {path}: {exc}; re-download this file")
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        return sum(1 for line in handle if line.strip())
+    return sum(1 for _ in jsonl_lines(path))
 
 
 def read_task(files, fmt, keep=None, file_rows=None):

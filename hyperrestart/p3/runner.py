@@ -26,3 +26,8 @@ def runner_module():
 def arguments_module():
     """The runner's argument dataclasses (p3_runner/arguments.py) alone: no torch, no transformers."""
     return load_overlay_module("hyperrestart._p3_runner_arguments", RUNNER_PACKAGE / "arguments.py")
+
+
+def lifeline_module():
+    """The runner's parent-death helpers (p3_runner/lifeline.py) alone: no torch."""
+    return load_overlay_module("hyperrestart._p3_runner_lifeline", RUNNER_PACKAGE / "lifeline.py")

@@ -14,7 +14,8 @@ bf16 autocast + TF32 on GPUs that have them, DDP under torchrun. The lr schedule
 `--eval_steps` and at the last step): greedy generation, Rouge-L exactly as the paper (rouge_score, rougeL, stemmer,
 F-measure, mean x 100), micro and per-task macro.
 
-Any number of processes (torchrun --nproc_per_node N) trains the same run: the batch is GLOBAL. One optimizer step
+Any number of processes (torchrun --nproc_per_node N) trains the same recipe (not bit-identical losses: dropout
+masks and the order of sums differ; see README): the batch is GLOBAL. One optimizer step
 consumes --train_batch_size examples (default: per_device_train_batch_size x gradient_accumulation_steps, so a config
 written for one process keeps its meaning), split evenly over the N processes; each process runs its share in
 micro-batches of at most --per_device_train_batch_size with gradient accumulation making up the rest. The loss is the
@@ -34,6 +35,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # loaded by path (hyperrestart.p3.runner), not run as a script: find p3_runner/
     sys.path.append(str(HERE))
+
+from p3_runner.lifeline import guard_worker  # noqa: E402
+
+if __name__ == "__main__":
+    guard_worker()  # first: a torchrun worker must not outlive its launcher, even while it imports torch
 
 from p3_runner.arguments import batch_layout, build_parser, parse_args  # noqa: E402
 from p3_runner.data import collate, epoch_batches, load_data  # noqa: E402

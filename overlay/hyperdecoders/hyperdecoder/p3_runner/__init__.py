@@ -3,6 +3,7 @@
 arguments   the options: ModelArguments / DataArguments / P3TrainingArguments read by HfArgumentParser
 schedules   the lr schedule (the restart scheduler's one name table, transformers' schedules)
 distributed the processes (torchrun/DDP) and their all-reduce
+lifeline    every process dies with the one that started it (parent-death signal)
 data        prepared P3 -> tokenized splits, length-grouped global batches, collation
 model       T5 or hyperdecoders' adapter T5, the optimizer
 checkpoints checkpoint folders, RNG states, exact resume

@@ -50,11 +50,10 @@ def main(argv=None):
 
 
 def set_up(run):
-    """Processes and device, precision (bf16 autocast, TF32 where the GPU has them), the output folder."""
+    """Processes and device, precision (bf16 autocast, TF32 where the GPU has them)."""
     args = run.args
     run.dist = Dist()
     run.device = device = run.dist.device
-    run.output_dir.mkdir(parents=True, exist_ok=True)
     run.use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported() and args.bf16 != "no"
     if args.bf16 == "yes" and not run.use_bf16:
         logger.warning("--bf16 yes: no bf16-capable GPU here; training in float32")
@@ -98,8 +97,10 @@ def load_model_and_optimizer(run, checkpoint):
 
 
 def open_logs(run):
-    """Rank 0: logs cut back to the resumed step, run_config.json, CSV logs, TensorBoard/wandb."""
+    """The output folder (made only now, once the data and model loaded: a run that fails earlier leaves none); rank
+    0: logs cut back to the resumed step, run_config.json, CSV logs, TensorBoard/wandb."""
     args, dist, layout = run.args, run.dist, run.args.batch_layout
+    run.output_dir.mkdir(parents=True, exist_ok=True)
     if dist.main:
         truncate_csv(run.output_dir / "train_log.csv", run.state["step"])
         truncate_csv(run.output_dir / "eval_log.csv", run.state["step"])
