@@ -205,6 +205,7 @@ def test_default_task_list_against_partial_copy(sources, tmp_path, capsys):
     assert_fails(capsys, ["--source", srcs["parquet"], "--out", tmp_path / "out"], "189 task(s) missing")
 
 
+@pytest.mark.slow  # a subprocess importing the data stack (~3 s)
 def test_console_entry_point(sources, tmp_path):
     srcs, tasks = sources
     out = tmp_path / "out"

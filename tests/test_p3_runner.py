@@ -169,6 +169,7 @@ def test_two_processes_train_the_same_run_as_one(setup, capfd):
         assert (out / "eval" / f"step_{steps}.json").exists() and (out / f"checkpoint-{steps}").exists()
 
 
+@pytest.mark.slow  # imports the P3 runner (~4 s)
 def test_batch_that_does_not_divide_over_processes_is_refused(monkeypatch, capsys):
     runner = runner_module()
     base = ["--data_dir", "d", "--output_dir", "o", "--model_name_or_path", "m", "--per_device_train_batch_size", "8"]
@@ -231,6 +232,7 @@ def test_optimizer_pairing_and_config_files():
            {k: v for k, v in runner.HDCONFIG_ADAPTER_DEFAULTS.items() if k in hd}
 
 
+@pytest.mark.slow  # imports the P3 runner with torch and rouge (~5 s)
 def test_rouge_l_is_the_papers_metric():
     result = rouge_l(["the cat sat", "running dogs", "blue"], ["the cat sat on the mat", "the dog runs", "blue"],
                      ["a", "a", "b"])

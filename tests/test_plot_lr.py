@@ -72,6 +72,7 @@ def test_other_schedulers_have_nothing_to_align(name, tmp_path, capsys):
     assert_png(out)
 
 
+@pytest.mark.slow  # imports torch (~4 s)
 def test_hyperformer_alias_is_plotted_as_restart(tmp_path, capsys):
     out = tmp_path / "hf.png"
     assert cli.main(["plot-lr", str(CONFIGS_DIR / "hyperformer" / "hyperformer_restart.json"), "--max-steps", "130000",

@@ -329,6 +329,7 @@ def test_lr_curves_follow_the_applied_lr_convention(tmp_path):
 
 
 # --- curves with a band over seeds (issue 10) -----------------------------------------------------------------------
+@pytest.mark.slow  # draws figures (~3 s)
 def test_curves_show_the_mean_and_the_spread_over_seeds(p3_runs, tmp_path):
     out = tmp_path / "out"
     assert cli_main(["report", str(p3_runs), "--out", str(out)]) == 0

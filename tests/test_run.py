@@ -280,6 +280,7 @@ LOGGED_SGDR = [3e-4, 1.505e-4, 3e-4, 2.562e-4, 1.505e-4, 4.479e-5, 3e-4, 2.886e-
                9.329e-5, 4.479e-5, 1.238e-5, 3e-4, 2.971e-4]
 
 
+@pytest.mark.slow  # imports torch and transformers' schedules (~5 s)
 def test_lr_trace_csv_equals_plot_lr_schedule_step_by_step(tmp_path, capsys):
     from hyperrestart.upstream.scheduler import lr_schedule
     config = json.loads(RESTART.read_text())
@@ -493,6 +494,7 @@ def test_restart_detection_finds_the_cycle_starts(settings):
     assert lr_trace.restart_steps(trace[:16]) == ([2, 4, 8, 16] if not settings else _cycle_starts(config, 16))
 
 
+@pytest.mark.slow  # imports transformers' schedules (~3 s)
 @pytest.mark.parametrize("name", ["constant", "linear", "cosine", "polynomial", "constant_w_warmup"])
 @pytest.mark.parametrize("warmup", [0, 4])
 def test_no_restarts_without_the_restart_scheduler_and_initial_lr_matches(name, warmup):

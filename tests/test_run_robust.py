@@ -150,6 +150,7 @@ def test_plot_lr_refuses_out_of_range_restart_settings(tmp_path, capsys, item, m
     assert code == 1 and message in err and "Traceback" not in err and not (tmp_path / "lr.png").exists()
 
 
+@pytest.mark.slow  # imports the trainer side (~5 s)
 def test_the_trainer_side_checks_arguments_before_the_alignment_loop():
     """The overlay's restart_scheduler_from_args (run inside the trainers) refuses T_mult=0 at once; before, its
     alignment check looped forever growing a list."""

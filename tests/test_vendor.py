@@ -85,6 +85,7 @@ def test_offline_without_cache_fails_fast_and_says_how_to_provide_a_mirror(proje
     assert not project.tree.exists()
 
 
+@pytest.mark.slow  # two sources (~2 s)
 def test_mirror_directory_and_source_override(project, tmp_path):
     text = project.lock_text().replace(f'url = "{project.upstream}"', 'url = "https://example.invalid/fake"')
     (project.root / "vendor.lock").write_text(text)
@@ -203,6 +204,7 @@ def test_a_tampered_tree_hash_is_refused_with_expected_and_got(project):
     assert not project.tree.exists()
 
 
+@pytest.mark.slow  # several materialisations (~3 s)
 def test_a_changed_patch_rematerialises_cleanly(project):
     assert project.run().returncode == 0
     (project.root / "patches/fake/0002-modern.patch").write_text(project.make_patch(
@@ -230,6 +232,7 @@ def test_an_interrupted_swap_is_recovered(project):
     assert not list(project.dest.glob(".hyperrestart-*-fake*"))
 
 
+@pytest.mark.slow  # several kills (the kill harness covers the property)
 def test_a_run_killed_at_any_moment_is_recovered_by_the_next(project):
     assert project.run().returncode == 0
     good = project.tree_hash()
@@ -258,6 +261,7 @@ def test_a_second_concurrent_run_is_refused(project):
     assert not project.tree.exists()
 
 
+@pytest.mark.slow  # pack and unpack (~2 s)
 def test_pack_then_from_materialises_without_any_source(project, tmp_path):
     pack = tmp_path / "upstreams.tar"
     result = project.run("pack", str(pack))
@@ -301,6 +305,7 @@ def test_export_round_trip_is_byte_identical_and_captures_new_work(project):
     assert project.run("check").returncode == 0
 
 
+@pytest.mark.slow  # clones and applies (~3 s)
 def test_drift_reports_applies_already_upstream_and_conflicts(project):
     # upstream moves on: it takes patch 0002's change itself and rewrites the lines patch 0001 needs
     work = project.tmp / "drift-work"

@@ -63,6 +63,7 @@ def test_the_header_check_reads_lines_as_git_does(tmp_path, char):
     assert len(evil_link_patch(char).splitlines()) == len(patchcheck.git_lines(evil_link_patch(char))) + 1
 
 
+@pytest.mark.slow  # three verbs per line end (~3 s each)
 @pytest.mark.parametrize("char", LINE_ENDS_GIT_IGNORES.values(), ids=LINE_ENDS_GIT_IGNORES)
 def test_a_symlink_hidden_behind_a_line_end_git_ignores_is_refused_by_lock_check_and_materialise(project, char):
     assert project.run().returncode == 0
@@ -157,6 +158,7 @@ LINKS = {"file outside": _link_file_outside, "file inside": _link_file_inside, "
          "shared source": _link_common_source}
 
 
+@pytest.mark.slow  # three verbs per link kind (~2 s each)
 @pytest.mark.parametrize("kind", LINKS)
 def test_a_linked_overlay_source_is_refused_by_lock_check_and_materialise_naming_link_and_target(project, kind):
     assert project.run("--profile", "paper").returncode == 0
@@ -198,6 +200,7 @@ def test_a_superseded_tree_killed_half_deleted_is_disposed_of_without_reading_it
     assert not old.exists() and project.tree_hash() == lock_of(project).upstream("fake").result_tree["paper"]
 
 
+@pytest.mark.slow  # two materialisations (~2 s)
 def test_a_damaged_live_tree_is_named_with_what_to_do_and_force_rebuilds_it(project):
     assert project.run().returncode == 0
     shutil.rmtree(project.tree / ".git" / "objects")
@@ -430,6 +433,7 @@ def _damage_state(project, kind):
     state_file.write_text("{" if kind == "not JSON" else json.dumps(content), encoding="utf-8")
 
 
+@pytest.mark.slow  # three verbs per shape (~2 s each)
 @pytest.mark.parametrize("kind", SHAPES)
 def test_a_misshapen_state_file_is_reported_as_damaged_with_its_repair(project, kind):
     assert project.run().returncode == 0
@@ -440,6 +444,7 @@ def test_a_misshapen_state_file_is_reported_as_damaged_with_its_repair(project, 
     assert "DAMAGED" in status.stdout and "--force" in status.stdout
 
 
+@pytest.mark.slow  # two materialisations (~3 s)
 def test_the_repair_of_a_damaged_state_file_works(project):
     assert project.run().returncode == 0
     _damage_state(project, "a list")

@@ -56,6 +56,7 @@ KEEPERS = {"ignored checkpoint": _ignored_checkpoint, "wandb": _wandb_run, "bran
            "stash": _stash, "git config": _git_config}
 
 
+@pytest.mark.slow  # five rebuilds (~2 s each)
 @pytest.mark.parametrize("kind", KEEPERS)
 def test_a_rebuild_refuses_to_lose_ignored_files_branches_stashes_or_git_config(project, kind):
     assert project.run().returncode == 0
@@ -71,6 +72,7 @@ def test_a_rebuild_refuses_to_lose_ignored_files_branches_stashes_or_git_config(
     assert project.run().returncode == 0  # no rebuild needed: nothing to refuse
 
 
+@pytest.mark.slow  # five rebuilds (~2 s each)
 @pytest.mark.parametrize("kind", KEEPERS)
 def test_force_moves_the_whole_old_tree_to_the_backups_and_says_where(project, kind):
     assert project.run().returncode == 0
@@ -113,6 +115,7 @@ def test_regenerable_pycache_does_not_block_a_rebuild(project):
     assert not backups(project)
 
 
+@pytest.mark.slow  # two materialisations (~2 s)
 def test_a_lock_bump_with_a_checkpoint_in_the_tree_is_refused(project):
     assert project.run().returncode == 0
     _ignored_checkpoint(project.tree)
@@ -165,6 +168,7 @@ def _cache_with_commit_but_no_trees(project, with_trees=False):
     return cache
 
 
+@pytest.mark.slow  # a refetch per case (~2 s each)
 @pytest.mark.parametrize("with_trees", [False, True], ids=["no trees", "no files"])
 def test_a_cached_commit_without_its_trees_is_refetched(project, with_trees):
     _cache_with_commit_but_no_trees(project, with_trees)
@@ -274,6 +278,7 @@ def test_a_source_that_looks_like_an_option_is_refused(project, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow  # every verb under a decoy environment (~2 s)
 def test_callers_git_environment_does_not_redirect_any_git_call(project, tmp_path):
     decoy = tmp_path / "decoy"
     decoy.mkdir()
@@ -377,6 +382,7 @@ def test_a_mirror_that_is_not_a_directory_is_an_error(project, tmp_path):
 VENDOR_VERBS = ["materialise", "check", "status", "drift", "pack", "export", "lock", "env"]
 
 
+@pytest.mark.slow  # a help call per verb (~3 s)
 def test_bootstrap_help_lists_exactly_the_verbs_it_runs():
     result = subprocess.run([sys.executable, str(BOOTSTRAP), "--help"], capture_output=True, text=True)
     assert result.returncode == 0
