@@ -14,6 +14,15 @@ canonical_scheduler_name = _module.canonical_scheduler_name
 restart_scheduler_from_args = _module.restart_scheduler_from_args
 SCHEDULER_NAME = _module.SCHEDULER_NAME
 SCHEDULER_NAMES = _module.SCHEDULER_NAMES
+FAMILY_NAMES = _module.FAMILY_NAMES
+BASE_SCHEDULES = _module.BASE_SCHEDULES
+WSD_SHAPES = _module.WSD_SHAPES
+SCOPES = _module.SCOPES
+SGDR, WSD, AdaptiveRestart = _module.SGDR, _module.WSD, _module.AdaptiveRestart
+BASE_CLASSES = _module.BASE_CLASSES
+Constant, Linear, Cosine, Polynomial = _module.Constant, _module.Linear, _module.Cosine, _module.Polynomial
+GroupScheduler = _module.GroupScheduler
+schedules_from_args = _module.schedules_from_args
 
 
 # The upstreams' arg_to_scheduler: name -> transformers function (each takes optimizer, warmup[, total]).
