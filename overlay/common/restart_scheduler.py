@@ -399,6 +399,12 @@ class GroupScheduler(_LRScheduler):
         self.restart_reason = None
         super(GroupScheduler, self).__init__(optimizer)
 
+    @property
+    def observes(self):
+        """What observe() needs each step: () for a clock-driven schedule, else a subset of ("loss", "gradient")."""
+        criterion = getattr(self.restart, "criterion", None)
+        return {"loss": ("loss",), "gradient": ("gradient",), "either": ("loss", "gradient")}.get(criterion, ())
+
     def _restarts(self, group):
         return self.scope == "all" or group.get("param_space") == self.scope
 
@@ -446,6 +452,29 @@ class GroupScheduler(_LRScheduler):
         self.last_epoch, self.base_lrs = state["last_epoch"], list(state["base_lrs"])
         self.restart.load_state_dict(state["restart_state"])
         self._last_lr, self.restart_reason = list(state["_last_lr"]), state["restart_reason"]
+
+
+def split_by_space(groups, spaces):
+    """Optimizer parameter groups split by parameter space and tagged with ``param_space``.
+
+    groups: the trainer's groups (dicts with "params" and options such as weight_decay); spaces:
+    param_spaces.parameter_groups(model, trainable_only=False), {space: [(name, param)]}. Each group becomes one group
+    per space it holds (same options); empty ones are dropped."""
+    space_of = {}
+    for space, named in spaces.items():
+        for _, param in named:
+            space_of[id(param)] = space
+    out = []
+    for group in groups:
+        for space in spaces:
+            params = [p for p in group["params"] if space_of.get(id(p)) == space]
+            if params:
+                tagged = dict(group, params=params, param_space=space)
+                out.append(tagged)
+    missing = sum(1 for g in groups for p in g["params"] if id(p) not in space_of)
+    _check(not missing, "{} optimizer parameters belong to no parameter space; param_spaces.parameter_groups must "
+                        "cover every parameter of the model", missing)
+    return out
 
 
 def _describe(saved):
