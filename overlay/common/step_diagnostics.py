@@ -30,17 +30,19 @@ TENSORBOARD_DIR = "tensorboard"
 METRICS = ("grad_norm", "update_norm", "lr", "grad_dot_update")
 
 
-def _norm(tensors):
-    """The 2-norm of a list of tensors as one float32 0-d tensor (fused where torch has _foreach_norm)."""
-    if not tensors:
-        return torch.zeros(())
+def _norms(tensors):
+    """Per-tensor 2-norms as one float32 1-D tensor (one fused call where torch has _foreach_norm)."""
     if hasattr(torch, "_foreach_norm"):
-        norms = torch._foreach_norm(tensors)
         try:
-            return torch.linalg.vector_norm(torch.stack(norms).float())
+            return torch.stack(torch._foreach_norm(tensors)).float()
         except RuntimeError:  # mixed dtypes or devices
             pass
-    return torch.sqrt(sum(t.detach().float().pow(2).sum().cpu() for t in tensors))
+    return torch.stack([t.detach().float().norm().cpu() for t in tensors])
+
+
+def _total(norms):
+    """The 2-norm of tensors whose norms are `norms`."""
+    return torch.linalg.vector_norm(norms) if norms.numel() else torch.zeros((), device=norms.device)
 
 
 def csv_columns(spaces):
@@ -74,7 +76,13 @@ class StepDiagnostics(object):
             for p in group["params"]:
                 group_of[id(p)] = index
         self.group_index = [group_of.get(id(params[0])) for _, params in self.spaces]
-        self.previous = [[p.detach().clone() for p in params] for _, params in self.spaces]  # theta before a step
+        self.params = [p for _, params in self.spaces for p in params]  # every space's, in order: one fused op each
+        bounds, start = [], 0
+        for _, params in self.spaces:
+            bounds.append((start, start + len(params)))
+            start += len(params)
+        self.bounds = bounds
+        self.previous = [p.detach().clone() for p in self.params]  # theta before a step, then -(its update)
         self.has_update = False  # previous holds -(last update) after on_update
         self.pending = []  # (step, loss, restart, lrs, [0-d tensors]) waiting to be written
         self.path = os.path.join(out_dir, CSV_NAME)
@@ -100,25 +108,27 @@ class StepDiagnostics(object):
         except Exception as exc:  # hyperformer's protobuf 3.20 pin cannot import tensorboard
             logger.warning("step diagnostics: TensorBoard unavailable here (%s); writing %s only", exc, CSV_NAME)
             return None
-        return SummaryWriter(log_dir=log_dir)
+        return SummaryWriter(log_dir=log_dir, max_queue=4096)  # a flush of 50 steps queues ~400 events
 
     def on_gradients(self):
         """The gradients of the step are final (before clipping): their norms, g . dtheta, a parameter snapshot."""
-        self._grad_norms, self._dots = [], []
-        for (_, params), previous in zip(self.spaces, self.previous):
-            grads = [p.grad for p in params if p.grad is not None]
-            self._grad_norms.append(_norm(grads))
-            if self.need_dot and self.has_update:  # previous = -(last update)
-                dot = sum((p.grad.float() * d.float()).sum() for p, d in zip(params, previous) if p.grad is not None)
-                self._dots.append(-dot if torch.is_tensor(dot) else torch.zeros(()))
+        present = [(i, p.grad) for i, p in enumerate(self.params) if p.grad is not None]
+        norms = torch.zeros(len(self.params), device=self.previous[0].device)
+        if present:
+            norms[[i for i, _ in present]] = _norms([g for _, g in present]).to(norms.device)
+        self._grad_norms = [_total(norms[a:b]) for a, b in self.bounds]
+        self._dots = [None] * len(self.spaces)
+        if self.need_dot and self.has_update:  # previous = -(last update)
+            for s, (a, b) in enumerate(self.bounds):
+                dot = sum((p.grad.float() * d.float()).sum() for p, d in zip(self.params[a:b], self.previous[a:b])
+                          if p.grad is not None)
+                self._dots[s] = -dot if torch.is_tensor(dot) else torch.zeros(())
+        with torch.no_grad():
+            if hasattr(torch, "_foreach_copy_"):
+                torch._foreach_copy_(self.previous, self.params)
             else:
-                self._dots.append(None)
-            with torch.no_grad():
-                if hasattr(torch, "_foreach_copy_"):
-                    torch._foreach_copy_(previous, [p.detach() for p in params])
-                else:
-                    for d, p in zip(previous, params):
-                        d.copy_(p.detach())
+                for d, p in zip(self.previous, self.params):
+                    d.copy_(p)
 
     def grad_dot_update(self, scope="all"):
         """g . dtheta of this step summed over the spaces in scope (a float), None before the first update."""
@@ -129,16 +139,16 @@ class StepDiagnostics(object):
         """After optimizer.step() (before scheduler.step()): record optimizer step `step` (1-based)."""
         if self._grad_norms is None:
             raise RuntimeError("step diagnostics: on_update without on_gradients")
-        values, lrs = [], []
         with torch.no_grad():
-            for (_, params), previous, index in zip(self.spaces, self.previous, self.group_index):
-                if hasattr(torch, "_foreach_sub_"):
-                    torch._foreach_sub_(previous, [p.detach() for p in params])
-                else:
-                    for d, p in zip(previous, params):
-                        d.sub_(p.detach())
-                values.append(_norm(previous))
-                lrs.append(self.optimizer.param_groups[index]["lr"] if index is not None else float("nan"))
+            if hasattr(torch, "_foreach_sub_"):
+                torch._foreach_sub_(self.previous, self.params)
+            else:
+                for d, p in zip(self.previous, self.params):
+                    d.sub_(p)
+            norms = _norms(self.previous)
+        values = [_total(norms[a:b]) for a, b in self.bounds]
+        groups = self.optimizer.param_groups
+        lrs = [groups[index]["lr"] if index is not None else float("nan") for index in self.group_index]
         self.has_update = True
         restart = getattr(scheduler, "restart_reason", None) or ""
         loss = loss.detach().float().reshape(()) if torch.is_tensor(loss) else torch.tensor(float(loss))
@@ -169,9 +179,7 @@ class StepDiagnostics(object):
             self._tensorboard_row(step, restart, chunk, lrs)
         with io.open(self.path, "a", encoding="utf-8", newline="") as f:
             csv.writer(f).writerows(rows)
-        if self.writer is not None:
-            self.writer.flush()
-        self.pending = []
+        self.pending = []  # TensorBoard's writer thread writes its queue itself (flushed at close)
 
     def _tensorboard_row(self, step, restart, chunk, lrs):
         if self.writer is None:
@@ -186,14 +194,13 @@ class StepDiagnostics(object):
 
     def state_dict(self):
         """The last update (-dtheta per parameter), for an adaptive gradient criterion that resumes exactly."""
-        return {"has_update": self.has_update, "previous": [[t.clone() for t in p] for p in self.previous]}
+        return {"has_update": self.has_update, "previous": [t.clone() for t in self.previous]}
 
     def load_state_dict(self, state):
         self.has_update = state["has_update"]
         with torch.no_grad():
             for mine, saved in zip(self.previous, state["previous"]):
-                for d, s in zip(mine, saved):
-                    d.copy_(s)
+                mine.copy_(saved)
 
     def close(self):
         self.flush()
