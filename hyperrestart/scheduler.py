@@ -52,10 +52,15 @@ def lr_schedule(config, max_steps):
     the restart scheduler on a dummy parameter, or transformers' schedule."""
     name = config.get("lr_scheduler", "linear")
     lr = float(config.get("learning_rate", 5e-5))
-    if name in SCHEDULER_NAMES:
-        canonical_scheduler_name(name)
-        t_0, t_mult, eta_min, warmup = restart_settings(config)
-        sched = RestartScheduler(_optimizer(lr), t_0=t_0, t_mult=t_mult, eta_min=eta_min, warmup_steps=warmup)
+    if name == _module.ADAPTIVE_NAME:
+        raise HyperrestartError("lr_scheduler adaptive_restart restarts when training says so: its lr is known only "
+                                "from a run (diagnostics.csv), not from the config")
+    if name in FAMILY_NAMES:
+        try:  # the restarted groups' lr (restart_scope does not change it)
+            restart, _, _ = schedules_from_args(dict(config, restart_scope="all"), max_steps)
+        except ValueError as exc:
+            raise HyperrestartError(str(exc)) from None
+        sched = GroupScheduler(_optimizer(lr), restart)
         group = sched.optimizer.param_groups[0]
         lrs = [group["lr"]]
         with warnings.catch_warnings():
@@ -66,7 +71,7 @@ def lr_schedule(config, max_steps):
         return lrs
     if name not in HF_SCHEDULERS:
         raise HyperrestartError(f"lr_scheduler {name!r} is not known; use one of: "
-                                f"{', '.join(sorted(set(SCHEDULER_NAMES) | set(HF_SCHEDULERS)))}")
+                                f"{', '.join(sorted(set(FAMILY_NAMES) | set(HF_SCHEDULERS)))}")
     import transformers
     make = getattr(transformers, HF_SCHEDULERS[name])
     warmup = int(config.get("warmup_steps") or 0)

@@ -426,3 +426,18 @@ def test_a_checkpoint_of_the_torch_based_restart_scheduler_still_resumes():
         assert tail.pop(0) == opt.param_groups[0]["lr"]
         opt.step()
         old.step()
+
+
+def test_lr_schedule_of_a_config_follows_each_family_member():
+    from hyperrestart.errors import HyperrestartError
+    wsd = {"lr_scheduler": "wsd", "learning_rate": 1e-3, "wsd_decay_steps": 10, "restart_warmup_steps": 4,
+           "eta_min": 0.0, "restart_scope": "backbone"}
+    assert rs.lr_schedule(wsd, 40) == pytest.approx(wsd_reference(40, 1e-3, 40, 10, 4, 0.0, "linear"), rel=1e-12)
+    sgdr_cfg = {"lr_scheduler": "cosine_annual_w_restarts", "learning_rate": 1e-3, "restart_peak_decay": 0.5,
+                "restart_cycle_warmup": 2}
+    expected = sgdr_reference(50, 1e-3, 1, 2, 1e-6, 0, 2, 0.5)
+    assert rs.lr_schedule(sgdr_cfg, 50) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(HyperrestartError, match="adaptive_restart restarts when training says so"):
+        rs.lr_schedule({"lr_scheduler": "adaptive_restart"}, 10)
+    with pytest.raises(HyperrestartError, match="wsd_decay_steps must be an integer >= 1, got 0"):
+        rs.lr_schedule({"lr_scheduler": "wsd"}, 10)
