@@ -19,7 +19,7 @@ TRAIN = [
     "matplotlib",
 ]
 CLUSTER = ["submitit>=1.5", "PyYAML>=6"]
-TEST = ["pytest>=8"]
+TEST = ["pytest>=8", "pytest-xdist>=3"]
 
 setup(
     name="hyperrestart",
@@ -28,8 +28,8 @@ setup(
                 "as a patch-based overlay on allenai/hyperdecoders and rabeehk/hyperformer",
     python_requires=">=3.11",
     packages=find_packages(include=["hyperrestart", "hyperrestart.*"]),
-    package_data={"hyperrestart.p3": ["P3_tasks.txt"], "hyperrestart": ["*.json"]},
-    install_requires=["GitPython>=3.1", "unidiff>=0.7", "tqdm>=4"],
+    package_data={"hyperrestart.p3": ["P3_tasks.txt"], "hyperrestart.upstream": ["*.json"], "hyperrestart.report": ["*.json"]},
+    install_requires=["unidiff>=0.7", "tqdm>=4"],
     extras_require={"train": TRAIN, "cluster": CLUSTER, "test": TEST, "all": TRAIN + CLUSTER + TEST},
     entry_points={"console_scripts": ["hyperrestart=hyperrestart.cli:console_main"]},
 )

@@ -16,9 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hyperrestart import lockfile  # noqa: E402
-from hyperrestart.paths import LOCK_FILE, PATCHES_DIR, PROJECT_ROOT  # noqa: E402
-from hyperrestart.series import profile_patches, read_series  # noqa: E402
+from hyperrestart.vendor import lockfile  # noqa: E402
+from hyperrestart.core.paths import LOCK_FILE, PATCHES_DIR, PROJECT_ROOT  # noqa: E402
+from hyperrestart.vendor.series import profile_patches, read_series  # noqa: E402
 
 
 def timed(fn):

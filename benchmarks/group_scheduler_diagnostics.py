@@ -64,9 +64,9 @@ def spaces_of(model):
 class Arm:
     def __init__(self, kind, size, initial, device, out_dir, every, trainable="all"):
         import torch
-        from hyperrestart import scheduler as rs
-        from hyperrestart.overlay_import import load_overlay_module
-        from hyperrestart.paths import OVERLAY_DIR
+        from hyperrestart.upstream import scheduler as rs
+        from hyperrestart.core.overlay_import import load_overlay_module
+        from hyperrestart.core.paths import OVERLAY_DIR
         self.kind, self.times = kind, []
         self.model = build_model(size, device, trainable)
         self.model.load_state_dict(initial)

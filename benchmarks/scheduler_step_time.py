@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def make_batch(tokenizer, device, batch_size=16):
     import datasets
-    from hyperrestart.tiny import tiny_glue_dir
+    from hyperrestart.upstream.tiny import tiny_glue_dir
     rows = datasets.load_dataset(str(tiny_glue_dir() / "glue"), "rte", split="train").select(range(batch_size))
     sources = [f"rte sentence1: {r['sentence1']} sentence2: {r['sentence2']}" for r in rows]
     batch = tokenizer(sources, padding=True, truncation=True, max_length=64, return_tensors="pt")
@@ -30,7 +30,7 @@ def make_batch(tokenizer, device, batch_size=16):
 
 def make_scheduler(kind, optimizer):
     if kind == "restart":
-        from hyperrestart.scheduler import RestartScheduler
+        from hyperrestart.upstream.scheduler import RestartScheduler
         return RestartScheduler(optimizer, t_0=1, t_mult=2, eta_min=1e-6)
     from transformers import get_constant_schedule
     return get_constant_schedule(optimizer)
@@ -99,7 +99,7 @@ def main(argv=None):
 
     import torch
     from transformers import AutoTokenizer, T5ForConditionalGeneration
-    from hyperrestart.tiny import tiny_model_dir
+    from hyperrestart.upstream.tiny import tiny_model_dir
     if args.threads:
         torch.set_num_threads(args.threads)
     model_dir = tiny_model_dir()

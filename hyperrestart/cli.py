@@ -4,7 +4,7 @@ import importlib
 import os
 import sys
 
-from .errors import HyperrestartError
+from hyperrestart.core.errors import HyperrestartError
 
 # Modules under hyperrestart.commands; each defines register(subparsers) adding its verbs with func=callable(args)->int.
 COMMAND_MODULES = ["vendor", "env", "run", "plot_lr", "prepare_p3", "p3", "sweep", "report"]

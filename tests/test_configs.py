@@ -3,11 +3,11 @@ import json
 
 import pytest
 
-from hyperrestart import runner
-from hyperrestart.envs import python_for
-from hyperrestart.errors import HyperrestartError
-from hyperrestart.paths import CONFIGS_DIR, DEFAULT_DEST
-from hyperrestart.scheduler import SCHEDULER_NAMES, check_alignment
+from hyperrestart.upstream import arguments, registry
+from hyperrestart.upstream.envs import python_for
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.paths import CONFIGS_DIR, DEFAULT_DEST
+from hyperrestart.upstream.scheduler import SCHEDULER_NAMES, check_alignment
 
 # transformers' names as the upstreams' arg_to_scheduler knows them (plus constant_w_warmup)
 UPSTREAM_SCHEDULERS = {"linear", "cosine", "cosine_w_restarts", "polynomial", "constant", "constant_w_warmup"}
@@ -33,7 +33,7 @@ def test_config_is_valid_and_its_scheduler_registered(path):
     scheduler = config["lr_scheduler"]
     assert scheduler in set(SCHEDULER_NAMES) | UPSTREAM_SCHEDULERS
     assert ("restart" in path.stem and "no_restart" not in path.stem) == (scheduler in SCHEDULER_NAMES)
-    assert runner.upstream_for_config(path).name == path.parent.name
+    assert registry.upstream_for_config(path).name == path.parent.name
     assert config["learning_rate"] == 3e-4
 
 
@@ -88,7 +88,7 @@ def _fields_or_skip(name):
     except HyperrestartError as exc:
         pytest.skip(str(exc))
     try:
-        return set(runner.argument_spec(runner.upstream_named(name), tree, python).kinds)
+        return set(arguments.argument_spec(registry.upstream_named(name), tree, python).kinds)
     except HyperrestartError as exc:
         pytest.skip(str(exc))
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hyperrestart import envs
-from hyperrestart.errors import HyperrestartError
+from hyperrestart.upstream import envs
+from hyperrestart.core.errors import HyperrestartError
 
 
 def test_python_for_names_the_command_that_creates_the_env(tmp_path):

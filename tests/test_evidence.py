@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hyperrestart import evidence as ev
+from hyperrestart.report import evidence as ev
 
 
 def test_paired_p_value_is_the_hand_computed_paired_t():

@@ -6,8 +6,8 @@ templates drop examples they do not apply to, e.g. duorc's and wiki_qa's).
 """
 import pytest
 
-from hyperrestart.errors import HyperrestartError
-from hyperrestart.p3.prepare import check_split_sizes, split_sizes
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.p3.split import check_split_sizes, split_sizes
 from hyperrestart.p3.tasks import P3_TEMPLATES, dataset_of, paper_tasks, per_task_caps
 
 TRAIN_ROWS = {

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from hyperrestart.cli import main as cli_main
-from hyperrestart.errors import HyperrestartError
-from hyperrestart.p3 import prepare as prep
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.p3 import claim, prepare as prep, split, tasks as p3_tasks
 from hyperrestart.p3.synthetic import SYNTHETIC_TASKS, synthetic_examples, write_synthetic_p3
 from hyperrestart.p3.tasks import dataset_of, load_task_list, paper_tasks
 
@@ -44,9 +44,9 @@ def test_paper_task_list_and_dataset_mapping():
 
 
 def test_split_rule_gives_the_papers_3301_validation_rows():
-    assert prep.split_sizes(3_301_000, 0.002) == {"train": 3_294_398, "validation": 3301, "test": 3301}
-    assert prep.split_sizes(1001, 0.002) == {"train": 998, "validation": 1, "test": 2}
-    assert prep.split_sizes(10, 0) == {"train": 10, "validation": 0, "test": 0}
+    assert split.split_sizes(3_301_000, 0.002) == {"train": 3_294_398, "validation": 3301, "test": 3301}
+    assert split.split_sizes(1001, 0.002) == {"train": 998, "validation": 1, "test": 2}
+    assert split.split_sizes(10, 0) == {"train": 10, "validation": 0, "test": 0}
 
 
 @pytest.mark.parametrize("layout", ["tfrecord", "parquet"])
@@ -76,7 +76,7 @@ def test_prepare_both_layouts(sources, layout, tmp_path):
     assert data["train"].column_names == ["task", "inputs", "targets"]
     # the capped rows are the seeded sample (not the first rows), in source order
     examples = synthetic_examples("sciq_Direct_Question", COUNT)
-    expected = [examples[i] for i in prep.sample_rows(COUNT, 9, 0, "sciq_Direct_Question")]
+    expected = [examples[i] for i in p3_tasks.sample_rows(COUNT, 9, 0, "sciq_Direct_Question")]
     got = [(r["inputs"], r["targets"]) for name in ("train", "validation", "test") for r in data[name]
            if r["task"] == "sciq_Direct_Question"]
     assert sorted(got) == sorted(expected) and expected != examples[:9]
@@ -104,7 +104,7 @@ def test_capped_sample_is_random_and_seeded(tmp_path):
         kept.setdefault(seed, []).append(table["inputs"])
         assert 10 < table["targets"].count("good") < 40  # a uniform sample of 50 of 200 good + 200 bad
         numbers = [int(text.split()[1]) for text in table["inputs"]]
-        assert numbers == sorted(numbers) == prep.sample_rows(400, 50, seed, "app_reviews_convert_to_rating").tolist()
+        assert numbers == sorted(numbers) == p3_tasks.sample_rows(400, 50, seed, "app_reviews_convert_to_rating").tolist()
     assert kept[0][0] == kept[0][1] and kept[0][0] != kept[1][0]
 
 
@@ -319,28 +319,28 @@ def test_stale_temp_folders_are_removed_and_a_set_aside_output_restored(sources,
     srcs, tasks = sources
     out = tmp_path / "out"
     pid = dead_pid()
-    stale_tmp = prep.temp_path(out, "tmp", pid)
+    stale_tmp = claim.temp_path(out, "tmp", pid)
     (stale_tmp / "data").mkdir(parents=True)
     (stale_tmp / "data" / "train.parquet").write_bytes(b"half written")
-    prep.temp_path(out, "lock", pid).write_text(f"{pid}\n")
+    claim.temp_path(out, "lock", pid).write_text(f"{pid}\n")
     (tmp_path / ".unrelated.prepare-p3-tmp-1").mkdir()  # another OUT's: not ours to touch
     assert run_cli("--source", srcs["parquet"], "--out", out, "--tasks", tasks, "--holdout", 0.1) == 0
     assert f"removed {stale_tmp}" in capsys.readouterr().err
     assert leftovers(tmp_path) == [".unrelated.prepare-p3-tmp-1"]
     # killed between moving OUT aside and moving the new one in: the next run puts OUT back, losing nothing
     pid = dead_pid()
-    out.rename(prep.temp_path(out, "old", pid))
+    out.rename(claim.temp_path(out, "old", pid))
     assert_fails(capsys, ["--source", srcs["parquet"], "--out", out, "--tasks", tasks], "already exists")
-    assert prep.written_by_prepare(out) and leftovers(tmp_path) == [".unrelated.prepare-p3-tmp-1"]
+    assert claim.written_by_prepare(out) and leftovers(tmp_path) == [".unrelated.prepare-p3-tmp-1"]
 
 
 def test_a_running_prepare_is_not_disturbed(sources, tmp_path, capsys):
     import fcntl
     srcs, tasks = sources
     out = tmp_path / "out"
-    live_tmp = prep.temp_path(out, "tmp", 4242)
+    live_tmp = claim.temp_path(out, "tmp", 4242)
     live_tmp.mkdir()
-    with open(prep.temp_path(out, "lock", 4242), "w") as lock:
+    with open(claim.temp_path(out, "lock", 4242), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         assert_fails(capsys, ["--source", srcs["parquet"], "--out", out, "--tasks", tasks],
                      "another prepare-p3 (pid 4242) is writing", code=4)
@@ -349,14 +349,14 @@ def test_a_running_prepare_is_not_disturbed(sources, tmp_path, capsys):
 
 SIGTERM_SCRIPT = """
 import os, signal, sys
-from hyperrestart.p3 import prepare as prep
-real = prep.READERS["parquet"]
+from hyperrestart.p3 import readers
+real = readers.READERS["parquet"]
 def reader(path, want=None):
     for number, pair in enumerate(real(path, want)):
         if "wiqa" in str(path) and number == 3:
             os.kill(os.getpid(), signal.SIGTERM)
         yield pair
-prep.READERS["parquet"] = reader
+readers.READERS["parquet"] = reader
 from hyperrestart.cli import main
 sys.exit(main(["prepare-p3", *sys.argv[1:]]))
 """
@@ -371,3 +371,19 @@ def test_sigterm_removes_the_unfinished_output(sources, tmp_path):
     assert result.returncode == 143, result.stderr
     assert "terminated by SIGTERM" in result.stderr and "Traceback" not in result.stderr
     assert not out.exists() and not leftovers(tmp_path)
+
+
+def test_lock_probe_sees_a_holder_and_creates_nothing(tmp_path):
+    """FileLock.held_elsewhere, the probe prepare-p3 uses on another run's lock file (flock conflicts between open
+    files, so a second handle in this process stands for another process)."""
+    from hyperrestart.core.locks import FileLock
+
+    missing = tmp_path / "missing.lock"
+    assert FileLock(missing).held_elsewhere() is False and not missing.exists()
+    holder = FileLock(tmp_path / "x.lock")
+    holder._open()
+    assert holder.try_exclusive()
+    assert FileLock(holder.path).held_elsewhere() is True
+    holder.__exit__(None, None, None)
+    assert FileLock(holder.path).held_elsewhere() is False
+    assert FileLock(holder.path).held_elsewhere() is False  # the probe itself leaves nothing held

@@ -18,7 +18,7 @@ from hyperrestart.cli import main as cli_main
 from hyperrestart.p3.metrics import rouge_l, runner_module
 from hyperrestart.p3.prepare import prepare
 from hyperrestart.p3.synthetic import SYNTHETIC_TASKS, tiny_t5_dir, write_synthetic_p3
-from hyperrestart.paths import CONFIGS_DIR, DEFAULT_DEST, OVERLAY_DIR
+from hyperrestart.core.paths import CONFIGS_DIR, DEFAULT_DEST, OVERLAY_DIR
 
 RUNNER = OVERLAY_DIR / "hyperdecoders" / "hyperdecoder" / "p3_trainer.py"
 TREE = DEFAULT_DEST / "hyperdecoders" / "hyperdecoder"
@@ -89,6 +89,7 @@ def full_run(setup):
     return out, train(setup, out)
 
 
+@pytest.mark.slow  # P3 runner training runs (~15-25 s)
 def test_loss_falls_lr_follows_eq5_and_eval_files(full_run):
     out, log = full_run
     rows = read_csv(out / "train_log.csv")
@@ -115,6 +116,7 @@ def test_loss_falls_lr_follows_eq5_and_eval_files(full_run):
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-30", "checkpoint-35"]  # save_total_limit 2
 
 
+@pytest.mark.slow  # P3 runner training runs (~15-25 s)
 def test_resume_matches_uninterrupted_run(setup, full_run):
     out = setup["root"] / "resumed"
     train(setup, out, "--stop_at_step", 15)
@@ -129,6 +131,7 @@ def test_resume_matches_uninterrupted_run(setup, full_run):
            [{k: r[k] for k in keep} for r in read_csv(full_run[0] / "eval_log.csv")]
 
 
+@pytest.mark.slow  # P3 runner training runs (~15-25 s)
 def test_two_processes_train_the_same_run_as_one(setup, capfd):
     """`hyperrestart p3 --nproc-per-node 2` (torchrun, gloo on CPU) vs one process, same global batch of 8, no dropout:
     the same examples per optimizer step, the same lr sequence, the all-reduced loss, an eval at the last step."""
@@ -208,7 +211,7 @@ def test_optimizer_pairing_and_config_files():
     assert runner.parse_args(base + ["--lr_scheduler", "constant", "--paper-optimizer-pairing"]).optimizer == "adafactor"
     assert runner.parse_args(base + ["--lr_scheduler", "consine_annealing_restart",
                                      "--paper_optimizer_pairing"]).optimizer == "adamw"
-    from hyperrestart.scheduler import check_alignment
+    from hyperrestart.upstream.scheduler import check_alignment
     configs = sorted((CONFIGS_DIR / "p3").glob("*.json"))
     assert len([c for c in configs if c.name.startswith("table2_")]) == 4
     for path in configs:
@@ -269,6 +272,7 @@ def hyperdecoder_unusable_reason():
     return None
 
 
+@pytest.mark.slow  # P3 runner training runs (~15-25 s)
 def test_hyperdecoder_arm(setup):
     reason = hyperdecoder_unusable_reason()
     if reason:

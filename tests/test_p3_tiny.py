@@ -11,7 +11,7 @@ import pytest
 from hyperrestart.cli import main as cli_main
 from hyperrestart.p3.synthetic import (TINY_RULES, TINY_SETTINGS, TINY_WORDS, tiny_examples, tiny_p3_data,
                                        tiny_t5_dir)
-from hyperrestart.paths import PROJECT_ROOT
+from hyperrestart.core.paths import PROJECT_ROOT
 
 
 def test_tiny_examples_are_deterministic_and_follow_their_rule():
@@ -65,6 +65,7 @@ def test_p3_tiny_dry_run_puts_runner_arguments_last(tmp_path, capsys):
     assert steps == [str(TINY_SETTINGS["max_steps"]), "15"]  # argparse: the last one wins
 
 
+@pytest.mark.slow  # a 255-step tiny P3 training run (~20 s)
 def test_p3_tiny_learns(tmp_path):
     """hyperrestart p3 --tiny, shortened to 127 steps (a restart cycle end): Rouge-L rises from 0."""
     out = tmp_path / "run"

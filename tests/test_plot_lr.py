@@ -4,9 +4,9 @@ import json
 import pytest
 
 from hyperrestart import cli
-from hyperrestart.commands import plot_lr
-from hyperrestart.paths import CONFIGS_DIR, PROJECT_ROOT
-from hyperrestart.scheduler import lr_schedule
+from hyperrestart.upstream import lr_plot as plot_lr
+from hyperrestart.core.paths import CONFIGS_DIR, PROJECT_ROOT
+from hyperrestart.upstream.scheduler import lr_schedule
 
 RESTART = CONFIGS_DIR / "hyperdecoders" / "glue_restart.json"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

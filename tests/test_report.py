@@ -5,9 +5,14 @@ import json
 
 import pytest
 
-from hyperrestart import report
+from hyperrestart.report import aggregate as report_aggregate
+from hyperrestart.report import build as report_build
+from hyperrestart.report import figures as report_figures
+from hyperrestart.report import runs as report_runs
+from hyperrestart.sweep import jobs as sweep_jobs
+from hyperrestart.report import tables as report_tables
 from hyperrestart.cli import main as cli_main
-from hyperrestart.errors import HyperrestartError
+from hyperrestart.core.errors import HyperrestartError
 
 COMPARE = {"compare": {"axis": "schedule", "baseline": "no_restart"}, "seed_axis": "seed"}
 
@@ -18,7 +23,7 @@ def p3_run(root, name, arm, seed, rouge, index, labels=None, report_cfg=COMPARE,
     (run / "sweep-run.json").write_text(json.dumps({"name": name, "arm": arm, "seed": seed, "index": index,
                                                     "labels": labels or {}, "report": report_cfg}))
     if finished:
-        (run / report.COMPLETE_MARKER).write_text("{}")
+        (run / sweep_jobs.COMPLETE_MARKER).write_text("{}")
     with open(run / "eval_log.csv", "w") as handle:
         handle.write("step,rougeL_micro,rougeL_macro,num_examples,num_tasks,eval_seconds\n")
         handle.write(f"0,1.0,1.0,16,4,0.1\n2,{rouge - 1},{rouge - 2},16,4,0.1\n4,{rouge},{rouge - 1},16,4,0.1\n")
@@ -76,11 +81,11 @@ def test_best_selection_digits_and_loss_column(p3_runs, capsys):
 
 
 def test_formatting_helpers():
-    assert report.fmt_delta(1.234) == "(+1.23)"
-    assert report.fmt_delta(-0.456) == "(\u22120.46)"
-    assert report.fmt_delta(-0.001) == "(+0.00)"  # rounds to zero: no minus sign
-    assert report.fmt_value(84.875, 0.3312) == "84.88 ± 0.33"
-    assert report.fmt_value(84.875, None) == "84.88"
+    assert report_tables.fmt_delta(1.234) == "(+1.23)"
+    assert report_tables.fmt_delta(-0.456) == "(\u22120.46)"
+    assert report_tables.fmt_delta(-0.001) == "(+0.00)"  # rounds to zero: no minus sign
+    assert report_tables.fmt_value(84.875, 0.3312) == "84.88 ± 0.33"
+    assert report_tables.fmt_value(84.875, None) == "84.88"
 
 
 def glue_run(root, name, results, history=None, seed=None):
@@ -117,7 +122,7 @@ def test_glue_runs_without_sweep_metadata_pair_restart_by_name(tmp_path, capsys)
 
 
 def test_glue_scores_fall_back_to_mean_over_metrics_and_trainer_state(tmp_path, capsys):
-    assert report.glue_scores({"stsb_eval_pearson_corrcoef": 80.0, "stsb_eval_spearman_corrcoef": 90.0,
+    assert report_runs.glue_scores({"stsb_eval_pearson_corrcoef": 80.0, "stsb_eval_spearman_corrcoef": 90.0,
                                "sst2_eval_acc": 94.0, "eval_loss": 1.0}) == {"stsb": 85.0, "sst2": 94.0,
                                                                             "Avg": pytest.approx(88.0)}
     run = tmp_path / "only_state"
@@ -126,7 +131,7 @@ def test_glue_scores_fall_back_to_mean_over_metrics_and_trainer_state(tmp_path, 
         {"loss": 1.0, "learning_rate": 1e-4, "step": 2},
         {"rte_eval_acc": 60.0, "eval_average_metrics": 60.0, "step": 2},
         {"rte_eval_acc": 66.0, "eval_average_metrics": 66.0, "step": 4}]}))
-    result = report.load_run(run)
+    result = report_runs.load_run(run)
     assert result.splits == {"eval": ({"rte": 66.0, "Avg": 66.0}, "trainer_state.json")}
     # log_history's learning_rate at step 2 is the lr after step 2: the one optimizer step 3 applies
     assert result.curves["metric"] == [(2, 60.0), (4, 66.0)] and result.curves["lr"] == [(3, 1e-4)]
@@ -140,7 +145,7 @@ def test_published_numbers_beside_ours(tmp_path, capsys):
         run = glue_run(root, f"{arm}_seed-{seed}", {"rte_eval_acc": avg, "eval_average_metrics": avg})
         (run / "sweep-run.json").write_text(json.dumps({"name": run.name, "arm": arm, "seed": seed, "index": i,
                                                         "labels": {"scheduler": arm}, "report": spec_report}))
-        (run / report.COMPLETE_MARKER).write_text("{}")
+        (run / sweep_jobs.COMPLETE_MARKER).write_text("{}")
     out = tmp_path / "out"
     assert cli_main(["report", str(root), "--published", "--out", str(out), "--no-figures"]) == 0
     lines = (out / "table.md").read_text().splitlines()
@@ -160,17 +165,17 @@ def test_published_numbers_beside_ours(tmp_path, capsys):
 
 def test_published_numbers_match_paper_facts():
     def row(table, name):
-        return next(r for r in report.load_published(table)["rows"] if r["row"] == name)
+        return next(r for r in report_aggregate.load_published(table)["rows"] if r["row"] == name)
     assert row("table2", "FLAN-T5")["Rouge-L"] == 63.051 and row("table2", "FLAN-T5")["Rouge-L_std"] == 0.296
     assert row("table2", "FLAN-T5 + restart")["Rouge-L"] == 64.159
     assert row("table2", "Hyperdecoders")["Rouge-L"] == 63.507
     assert row("table2", "Hyperdecoders + restart")["Rouge-L"] == 64.904
     assert row("table2", "Hyperdecoders + restart")["Rouge-L_std"] == 0.302
-    assert [(r["row"], r["Avg"]) for r in report.load_published("table1")["rows"]] == [
+    assert [(r["row"], r["Avg"]) for r in report_aggregate.load_published("table1")["rows"]] == [
         ("Finetuning", 84.35), ("Finetuning + restart", 84.50), ("Hyperformer", 84.75),
         ("Hyperformer + restart", 85.91), ("Hyperformer++", 85.47), ("Hyperformer++ + restart", 85.66)]
     assert row("table5", "Linear")["Avg"] == 84.18 and row("table5", "Restart")["Avg_std"] == 0.33
-    assert report.load_published("Table 2") == report.load_published("2") == report.load_published("table2")
+    assert report_aggregate.load_published("Table 2") == report_aggregate.load_published("2") == report_aggregate.load_published("table2")
 
 
 @pytest.mark.parametrize("spec, table", [("table2_p3", "table2"), ("table1_hyperformer", "table1"),
@@ -178,12 +183,12 @@ def test_published_numbers_match_paper_facts():
 def test_every_sweep_arm_maps_to_its_paper_row(spec, table):
     """The shipped sweep specs' arm names are the ones published.json maps to the paper's rows (table 1 also runs
     adapters, which the paper's Table 1 does not quote)."""
-    from hyperrestart.paths import PROJECT_ROOT
-    from hyperrestart.sweep import parse_spec
+    from hyperrestart.core.paths import PROJECT_ROOT
+    from hyperrestart.sweep.spec import parse_spec
     arms = {run.arm for run in parse_spec(PROJECT_ROOT / "sweeps" / f"{spec}.yaml").runs}
-    mapped = {arm for row in report.load_published(table)["rows"] for arm in row["arms"]}
+    mapped = {arm for row in report_aggregate.load_published(table)["rows"] for arm in row["arms"]}
     assert {arm for arm in arms if not arm.startswith("adapter")} <= mapped
-    assert all(any(arm in arms for arm in row["arms"]) for row in report.load_published(table)["rows"])
+    assert all(any(arm in arms for arm in row["arms"]) for row in report_aggregate.load_published(table)["rows"])
 
 
 def test_unfinished_runs_are_skipped_unless_asked(tmp_path, capsys):
@@ -206,7 +211,7 @@ def test_errors_name_the_path(tmp_path, capsys):
     with pytest.raises(HyperrestartError, match="--published TABLE"):
         root = tmp_path / "nopub"
         p3_run(root, "x_seed-1", "x", 1, 1.0, 0, report_cfg={})
-        report.build_report([root], published=True, figures=False)
+        report_build.build_report([root], published=True, figures=False)
 
 
 # --- damaged files (issue 9) ----------------------------------------------------------------------------------------
@@ -299,9 +304,9 @@ def test_seed_comes_from_hyperrestart_config_not_the_model_config(tmp_path):
     root = tmp_path / "runs"
     run = glue_run(root, "plain", {"rte_eval_acc": 70.0})
     (run / "config.json").write_text(json.dumps({"d_model": 8, "seed": 99}))  # the trainer's model config
-    assert report.load_run(run).seed is None
+    assert report_runs.load_run(run).seed is None
     (run / "hyperrestart_config.json").write_text(json.dumps({"seed": 3, "learning_rate": 3e-4}))
-    assert report.load_run(run).seed == 3
+    assert report_runs.load_run(run).seed == 3
 
 
 # --- learning rate convention: step k = optimizer step k, lr = the lr step k applied ---------------------------------
@@ -311,16 +316,16 @@ def test_lr_curves_follow_the_applied_lr_convention(tmp_path):
     history.append({"rte_eval_acc": 60.0, "eval_average_metrics": 60.0, "step": 4})
     run = glue_split_run(tmp_path, "hd", eval_=60.0, history=history)
     # Hugging Face logs the lr after step k: step k+1 applied it; the one after the last step is no step of this run
-    assert report.load_run(run).curves["lr"] == [(2, 3e-4), (3, 2e-4), (4, 1e-4)]
+    assert report_runs.load_run(run).curves["lr"] == [(2, 3e-4), (3, 2e-4), (4, 1e-4)]
     (run / "lr_trace.csv").write_text("step,lr_applied\n1,3e-4\n2,3e-4\n3,2e-4\n4,1e-4\n")
-    assert report.load_run(run).curves["lr"] == [(1, 3e-4), (2, 3e-4), (3, 2e-4), (4, 1e-4)]
+    assert report_runs.load_run(run).curves["lr"] == [(1, 3e-4), (2, 3e-4), (3, 2e-4), (4, 1e-4)]
     (run / "trainer_state.json").write_text(json.dumps({"global_step": 4, "log_history": history[-1:]}))
     (run / "lr_trace.csv").write_text("step,learning_rate\n1,3e-4\n2,2e-4\n")  # the old trace: Hugging Face's values
-    assert report.load_run(run).curves["lr"] == [(2, 3e-4), (3, 2e-4)]
+    assert report_runs.load_run(run).curves["lr"] == [(2, 3e-4), (3, 2e-4)]
     p3 = p3_run(tmp_path, "p3", "p3", 1, 10.0, 0)
-    assert report.load_run(p3).curves["lr"][:2] == [(1, 1e-4), (2, 5e-5)]  # the P3 runner's lr: the applied one
+    assert report_runs.load_run(p3).curves["lr"][:2] == [(1, 1e-4), (2, 5e-5)]  # the P3 runner's lr: the applied one
     (p3 / "train_log.csv").write_text("step,loss,lr_applied\n1,2.0,7e-4\n2,1.0,6e-4\n")
-    assert report.load_run(p3).curves["lr"] == [(1, 7e-4), (2, 6e-4)]
+    assert report_runs.load_run(p3).curves["lr"] == [(1, 7e-4), (2, 6e-4)]
 
 
 # --- curves with a band over seeds (issue 10) -----------------------------------------------------------------------
@@ -335,10 +340,10 @@ def test_curves_show_the_mean_and_the_spread_over_seeds(p3_runs, tmp_path):
     assert len(loss) == 4 and loss[1]["min"] == "1.1" and loss[1]["max"] == "1.2" and loss[0]["lr_applied"] == "0.0001"
     assert (out / "metric_curves.png").read_bytes()[:4] == b"\x89PNG"
 
-    results, _ = report.choose_split(report.load_runs([p3_runs]))
-    _, arm_rows = report.aggregate(results)
-    bands = report.curve_bands(arm_rows, "metric")
-    fig = report.draw_curves(arm_rows, bands, "metric")
+    results, _ = report_runs.choose_split(report_runs.load_runs([p3_runs]))
+    _, arm_rows = report_aggregate.aggregate(results)
+    bands = report_figures.curve_bands(arm_rows, "metric")
+    fig = report_figures.draw_curves(arm_rows, bands, "metric")
     ax = fig.axes[0]
     assert [line.get_label() for line in ax.get_lines()] == ["no_restart (n=2)", "restart (n=2)", "worse (n=2)"]
     shaded = [c.get_paths()[0].vertices for c in ax.collections]
@@ -348,9 +353,9 @@ def test_curves_show_the_mean_and_the_spread_over_seeds(p3_runs, tmp_path):
 
 
 def test_seed_band_uses_the_steps_every_seed_has():
-    assert report.seed_band([[(1, 1.0), (2, 2.0), (3, 3.0)], [(1, 3.0), (2, 4.0)], []]) == [
+    assert report_figures.seed_band([[(1, 1.0), (2, 2.0), (3, 3.0)], [(1, 3.0), (2, 4.0)], []]) == [
         (1, 2.0, 1.0, 3.0, 2), (2, 3.0, 2.0, 4.0, 2)]
-    assert report.seed_band([[], []]) == []
+    assert report_figures.seed_band([[], []]) == []
 
 
 # --- the paper's rows beside ours (issue 10) ------------------------------------------------------------------------

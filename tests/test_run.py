@@ -9,29 +9,33 @@ from pathlib import Path
 
 import pytest
 
-from hyperrestart import cli, envs, runner
-from hyperrestart.commands import run as run_cmd
-from hyperrestart.errors import HyperrestartError
-from hyperrestart.paths import CONFIGS_DIR, DEFAULT_DEST, PROJECT_ROOT
+from hyperrestart import cli
+from hyperrestart.upstream import envs
+from hyperrestart.upstream import arguments, lr_trace, registry, run_folder, training
+from hyperrestart.upstream import resolve as resolving
+from hyperrestart.core import overrides
+
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.paths import CONFIGS_DIR, DEFAULT_DEST, PROJECT_ROOT
 
 RESTART = CONFIGS_DIR / "hyperdecoders" / "glue_restart.json"
 
 
 def resolve(argv):
     args = cli.build_parser().parse_args(["run", *argv])
-    return run_cmd.resolve(args)
+    return resolving.resolve(args)
 
 
 def test_upstream_comes_from_the_config_folder_or_the_flag(tmp_path):
-    assert runner.upstream_for_config(RESTART).name == "hyperdecoders"
-    assert runner.upstream_for_config(CONFIGS_DIR / "hyperformer" / "adapter_restart.json").name == "hyperformer"
+    assert registry.upstream_for_config(RESTART).name == "hyperdecoders"
+    assert registry.upstream_for_config(CONFIGS_DIR / "hyperformer" / "adapter_restart.json").name == "hyperformer"
     mine = tmp_path / "experiments" / "hyperformer" / "mine.json"
-    assert runner.upstream_for_config(mine).name == "hyperformer"
-    assert runner.upstream_for_config(tmp_path / "x.json", "hyperdecoders").name == "hyperdecoders"
+    assert registry.upstream_for_config(mine).name == "hyperformer"
+    assert registry.upstream_for_config(tmp_path / "x.json", "hyperdecoders").name == "hyperdecoders"
     with pytest.raises(HyperrestartError, match=r"cannot tell which upstream runs .*x\.json.*--upstream"):
-        runner.upstream_for_config(tmp_path / "x.json")
+        registry.upstream_for_config(tmp_path / "x.json")
     with pytest.raises(HyperrestartError, match=r"unknown upstream 'hyperfoo'; choose one of: hyperdecoders"):
-        runner.upstream_for_config(RESTART, "hyperfoo")
+        registry.upstream_for_config(RESTART, "hyperfoo")
 
 
 @pytest.mark.parametrize("item,expected", [
@@ -42,7 +46,7 @@ def test_upstream_comes_from_the_config_folder_or_the_flag(tmp_path):
     ("x=", ("x", "")), ("tokenizer_name=null", ("tokenizer_name", None)),
 ])
 def test_set_values_without_known_types_are_json_else_strings(item, expected):
-    assert runner.parse_set(item) == expected
+    assert overrides.parse_set(item) == expected
 
 
 KINDS = {"learning_rate": {"float"}, "max_steps": {"int"}, "do_train": {"bool", "null"}, "tasks": {"list", "null"},
@@ -57,7 +61,7 @@ KINDS = {"learning_rate": {"float"}, "max_steps": {"int"}, "do_train": {"bool", 
     ("tokenizer_name=null", None), ("report_to=none", "none"), ('report_to=["tensorboard"]', ["tensorboard"]),
 ])
 def test_set_values_follow_the_argument_type(item, expected):
-    value = runner.parse_set(item, KINDS)[1]
+    value = overrides.parse_set(item, KINDS)[1]
     assert value == expected and type(value) is type(expected)
 
 
@@ -71,14 +75,14 @@ def test_set_values_follow_the_argument_type(item, expected):
 ])
 def test_set_values_of_the_wrong_type_are_refused(item, message):
     with pytest.raises(HyperrestartError) as error:
-        runner.parse_set(item, KINDS)
+        overrides.parse_set(item, KINDS)
     assert message in str(error.value) and str(error.value).startswith(f"--set {item}:")
 
 
 @pytest.mark.parametrize("item", ["max_steps", "=3", "bad key=1", "1abc=2"])
 def test_bad_set_is_refused(item):
     with pytest.raises(HyperrestartError, match="expected key=value"):
-        runner.parse_set(item)
+        overrides.parse_set(item)
 
 
 def test_resolution_applies_overrides_in_order_and_sets_output_dir(tmp_path):
@@ -99,18 +103,18 @@ def test_resolution_applies_overrides_in_order_and_sets_output_dir(tmp_path):
 
 
 def test_default_output_dirs_are_unique_within_a_second(tmp_path, monkeypatch):
-    monkeypatch.setattr(run_cmd, "PROJECT_ROOT", tmp_path)
-    monkeypatch.setattr(run_cmd.time, "strftime", lambda *_: "20260101-120000")
+    monkeypatch.setattr(run_folder, "PROJECT_ROOT", tmp_path)
+    monkeypatch.setattr(run_folder.time, "strftime", lambda *_: "20260101-120000")
     args = cli.build_parser().parse_args(["run", str(RESTART), "--tiny"])
-    first, second = (run_cmd.default_output_dir(args, runner.UPSTREAMS["hyperdecoders"]) for _ in range(2))
+    first, second = (run_folder.default_output_dir(args, registry.UPSTREAMS["hyperdecoders"]) for _ in range(2))
     assert first == tmp_path / "runs" / "hyperdecoders-glue_restart-tiny-20260101-120000"
     assert second == first.with_name(first.name + "-2")
     assert first.is_dir() and second.is_dir()
 
 
 def _fake_tiny(tmp_path, monkeypatch):
-    monkeypatch.setattr("hyperrestart.tiny.tiny_model_dir", lambda *a, **k: tmp_path / "model")
-    monkeypatch.setattr("hyperrestart.tiny.tiny_data_dir", lambda *a, **k: tmp_path / f"data-mrqa{k.get('mrqa')}")
+    monkeypatch.setattr("hyperrestart.upstream.tiny.tiny_model_dir", lambda *a, **k: tmp_path / "model")
+    monkeypatch.setattr("hyperrestart.upstream.tiny.tiny_data_dir", lambda *a, **k: tmp_path / f"data-mrqa{k.get('mrqa')}")
 
 
 def test_tiny_uses_the_tiny_model_and_data_and_set_still_wins(tmp_path, monkeypatch):
@@ -219,7 +223,7 @@ def _fake_tree(dest, upstream, body=FAKE_TRAINER, configs=(RESTART,)):
     body = "\n".join(f"    {name}: {kind} = None" for name, kind in sorted(fields.items()))
     module = ("import dataclasses\nfrom typing import List, Optional\n\n@dataclasses.dataclass\n"
               f"class ModelArguments:\n{body}\n")
-    for name in runner.ARGUMENT_CLASSES[1:]:
+    for name in registry.ARGUMENT_CLASSES[1:]:
         module += f"\n@dataclasses.dataclass\nclass {name}:\n    unused_{name.lower()}: int = 0\n"
     args_file = dest / upstream.name / Path(*upstream.args_import.split()[1].split(".")).with_suffix(".py")
     if upstream.name == "hyperdecoders":
@@ -241,7 +245,7 @@ def _run(dest, out, *extra, config=RESTART):
 @pytest.fixture
 def fake_dest(tmp_path):
     dest = tmp_path / "dest"
-    _fake_tree(dest, runner.UPSTREAMS["hyperdecoders"])
+    _fake_tree(dest, registry.UPSTREAMS["hyperdecoders"])
     return dest
 
 
@@ -250,10 +254,10 @@ def test_run_executes_the_script_in_the_tree_and_reads_the_trace(tmp_path, fake_
     code = _run(fake_dest, out, "--verbose")
     printed = capsys.readouterr().out
     assert code == 0, printed
-    saved = json.loads((out / runner.RUN_CONFIG).read_text())
+    saved = json.loads((out / run_folder.RUN_CONFIG).read_text())
     assert saved["max_steps"] == 16 and saved["output_dir"] == str(out)
     # the trainer got hyperrestart_config.json and its own config.json (the model config) overwrote nothing of ours
-    assert json.loads((out / "trainer_saw.json").read_text())["argv"] == [str(out / runner.RUN_CONFIG)]
+    assert json.loads((out / "trainer_saw.json").read_text())["argv"] == [str(out / run_folder.RUN_CONFIG)]
     assert json.loads((out / "config.json").read_text()) == {"model_type": "t5"}
     assert f"cwd {fake_dest / 'hyperdecoders' / 'hyperdecoder'}" in (out / "train.log").read_text()
     assert "data /data/glue" in printed
@@ -269,13 +273,13 @@ LOGGED_SGDR = [3e-4, 1.505e-4, 3e-4, 2.562e-4, 1.505e-4, 4.479e-5, 3e-4, 2.886e-
 
 
 def test_lr_trace_csv_equals_plot_lr_schedule_step_by_step(tmp_path, capsys):
-    from hyperrestart.scheduler import lr_schedule
+    from hyperrestart.upstream.scheduler import lr_schedule
     config = json.loads(RESTART.read_text())
     state = {"global_step": 16, "log_history": [{"step": k, "learning_rate": lr, "loss": 1.0}
                                                 for k, lr in enumerate(LOGGED_SGDR, start=1)] + [{"eval_loss": 2}]}
     (tmp_path / "checkpoint-16").mkdir()
     (tmp_path / "checkpoint-16" / "trainer_state.json").write_text(json.dumps(state))
-    run_cmd.summarize(tmp_path, config)
+    training.summarize(tmp_path, config)
     rows = list(csv.reader(open(tmp_path / "lr_trace.csv")))
     assert rows[0] == ["step", "lr_applied"]
     assert [int(r[0]) for r in rows[1:]] == list(range(1, 17))
@@ -301,7 +305,7 @@ def test_overwrite_replaces_the_run_but_keeps_a_sweeps_files(tmp_path, fake_dest
     (out / "sweep-run.json").write_text("{}")
     (out / "stale.txt").write_text("from the old run")
     assert _run(fake_dest, out, "--overwrite", "--set", "learning_rate=1e-4") == 0
-    assert json.loads((out / runner.RUN_CONFIG).read_text())["learning_rate"] == 1e-4
+    assert json.loads((out / run_folder.RUN_CONFIG).read_text())["learning_rate"] == 1e-4
     assert (out / "sweep-run.json").exists() and not (out / "stale.txt").exists()
 
 
@@ -319,15 +323,15 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, fake_dest, capsys, 
     assert _run(fake_dest, out) == 1
     assert "killed at step 8" in capsys.readouterr().err  # the log's tail comes with the error
     monkeypatch.delenv("CRASH_AT")
-    saved = (out / runner.RUN_CONFIG).read_text()
+    saved = (out / run_folder.RUN_CONFIG).read_text()
     assert _run(fake_dest, out, "--resume") == 0
     printed = capsys.readouterr().out
     assert "from checkpoint-8" in printed
-    trainer_config = json.loads((out / runner.RESUME_CONFIG).read_text())
+    trainer_config = json.loads((out / run_folder.RESUME_CONFIG).read_text())
     assert trainer_config["model_name_or_path"] == str(out / "checkpoint-8")
-    assert json.loads((out / "trainer_saw.json").read_text())["argv"] == [str(out / runner.RESUME_CONFIG)]
+    assert json.loads((out / "trainer_saw.json").read_text())["argv"] == [str(out / run_folder.RESUME_CONFIG)]
     assert trainer_config["tokenizer_name"] == json.loads(saved)["tokenizer_name"]
-    assert (out / runner.RUN_CONFIG).read_text() == saved  # the run's settings stay as started
+    assert (out / run_folder.RUN_CONFIG).read_text() == saved  # the run's settings stay as started
     log = (out / "train.log").read_text()
     assert "killed at step 8" in log and "continuing from checkpoint-8" in log and "noise line 16" in log
     rows = list(csv.reader(open(out / "lr_trace.csv")))
@@ -375,25 +379,25 @@ def test_preflight_refuses_bad_keys_and_values_before_the_trainer_starts(tmp_pat
 
 def test_argument_spec_is_cached_per_tree_content_and_env(tmp_path, fake_dest, monkeypatch):
     monkeypatch.setenv("HYPERRESTART_CACHE", str(tmp_path / "cache"))
-    upstream = runner.UPSTREAMS["hyperdecoders"]
+    upstream = registry.UPSTREAMS["hyperdecoders"]
     tree = fake_dest / "hyperdecoders"
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "python").symlink_to(sys.executable)
     (venv / envs.MARKER).write_text('{"requirements_sha256": "a"}')
-    first = runner.argument_spec(upstream, tree, venv / "bin" / "python")
+    first = arguments.argument_spec(upstream, tree, venv / "bin" / "python")
     calls = []
     real_run = subprocess.run
-    monkeypatch.setattr(runner.subprocess, "run", lambda *a, **k: calls.append(a) or real_run(*a, **k))
-    assert runner.argument_spec(upstream, tree, venv / "bin" / "python") == first and calls == []
+    monkeypatch.setattr(arguments.subprocess, "run", lambda *a, **k: calls.append(a) or real_run(*a, **k))
+    assert arguments.argument_spec(upstream, tree, venv / "bin" / "python") == first and calls == []
     args_file = tree / "hyperdecoder" / "training_args.py"
     args_file.write_text(args_file.read_text().replace("learning_rate:", "learning_rate_x:"))
-    edited = runner.argument_spec(upstream, tree, venv / "bin" / "python")  # the tree changed: asked again
+    edited = arguments.argument_spec(upstream, tree, venv / "bin" / "python")  # the tree changed: asked again
     assert len(calls) == 1 and "learning_rate_x" in edited.kinds and "learning_rate" not in edited.kinds
     (venv / envs.MARKER).write_text('{"requirements_sha256": "b"}')
-    runner.argument_spec(upstream, tree, venv / "bin" / "python")  # the env changed
-    runner.argument_spec(upstream, tree, sys.executable)  # not an env of `hyperrestart env`: never cached
-    runner.argument_spec(upstream, tree, sys.executable)
+    arguments.argument_spec(upstream, tree, venv / "bin" / "python")  # the env changed
+    arguments.argument_spec(upstream, tree, sys.executable)  # not an env of `hyperrestart env`: never cached
+    arguments.argument_spec(upstream, tree, sys.executable)
     assert len(calls) == 4
 
 
@@ -402,7 +406,7 @@ def test_preflight_names_a_typo_in_the_config_file(tmp_path, capsys):
     config.parent.mkdir()
     config.write_text(json.dumps(dict(json.loads(RESTART.read_text()), learning_rat=1e-4, warmup_step=5)))
     dest = tmp_path / "dest"
-    _fake_tree(dest, runner.UPSTREAMS["hyperdecoders"])
+    _fake_tree(dest, registry.UPSTREAMS["hyperdecoders"])
     assert _run(dest, tmp_path / "out", config=config) == 1
     err = capsys.readouterr().err
     assert "unknown training argument 'learning_rat' (from the config); did you mean 'learning_rate'?" in err
@@ -425,7 +429,7 @@ def test_default_output_is_quiet_with_progress_and_verbose_streams(tmp_path, fak
 
 
 def test_progress_follows_the_training_bar_only(capsys):
-    progress = run_cmd.Progress(16)
+    progress = training.Progress(16)
     for line in ["Map: 100%|██████████| 16/16 [00:00<00:00, 632.88 examples/s]",  # datasets, before training
                  "  0%|          | 0/16 [00:00<?, ?it/s]/site-packages/torch/utils/data/dataloader.py:759: UserWarning",
                  "  6%|▋         | 1/16 [00:00<00:07,  1.94it/s]", "{'loss': 81.266, 'learning_rate': 0.0003}",
@@ -439,7 +443,7 @@ def test_progress_follows_the_training_bar_only(capsys):
 def test_failing_script_exits_non_zero_and_names_the_log(tmp_path, capsys):
     dest = tmp_path / "dest"
     config = CONFIGS_DIR / "hyperformer" / "adapter_restart.json"
-    _fake_tree(dest, runner.UPSTREAMS["hyperformer"], "import sys\nprint('boom')\nsys.exit(3)\n", configs=[config])
+    _fake_tree(dest, registry.UPSTREAMS["hyperformer"], "import sys\nprint('boom')\nsys.exit(3)\n", configs=[config])
     code = cli.main(["run", str(config), "--dest", str(dest), "--output-dir", str(tmp_path / "o"), "--python",
                      sys.executable])
     captured = capsys.readouterr()
@@ -448,21 +452,21 @@ def test_failing_script_exits_non_zero_and_names_the_log(tmp_path, capsys):
 
 
 def test_command_and_environment(tmp_path):
-    hf = runner.UPSTREAMS["hyperformer"]
-    assert runner.command(hf, "py", "c.json") == ["py", "finetune_t5_trainer.py", "c.json"]
+    hf = registry.UPSTREAMS["hyperformer"]
+    assert registry.command(hf, "py", "c.json") == ["py", "finetune_t5_trainer.py", "c.json"]
     with pytest.raises(HyperrestartError, match="hyperformer cannot train data-parallel"):
-        runner.command(hf, "py", "c.json", nproc=4)
-    hd = runner.UPSTREAMS["hyperdecoders"]
-    assert runner.command(hd, "py", "c.json", nproc=4) == [
+        registry.command(hf, "py", "c.json", nproc=4)
+    hd = registry.UPSTREAMS["hyperdecoders"]
+    assert registry.command(hd, "py", "c.json", nproc=4) == [
         "py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "finetune_trainer.py", "c.json"]
-    env = run_cmd.run_env(hf, tmp_path / "hyperformer", {"data_dir": "/d"}, tmp_path / "o", tiny=True)
+    env = training.run_env(hf, tmp_path / "hyperformer", {"data_dir": "/d"}, tmp_path / "o", tiny=True)
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path / "hyperformer")
     assert (env["HYPERRESTART_DATA_DIR"], env["HF_HUB_OFFLINE"], env["CUDA_VISIBLE_DEVICES"]) == ("/d", "1", "")
     assert env["HF_HOME"] == str(tmp_path / "o" / "hf-home")
 
 
 def _cycle_starts(config, steps):
-    from hyperrestart.scheduler import cycle_end_steps, restart_settings
+    from hyperrestart.upstream.scheduler import cycle_end_steps, restart_settings
     t_0, t_mult, _, warmup = restart_settings(config)
     return [end + 1 for end in cycle_end_steps(t_0, t_mult, warmup, up_to=steps) if end + 1 <= steps]
 
@@ -470,29 +474,29 @@ def _cycle_starts(config, steps):
 @pytest.mark.parametrize("settings", [{}, {"restart_t0": 3}, {"restart_t0": 2, "restart_t_mult": 1},
                                       {"restart_warmup_steps": 3}, {"restart_warmup_steps": 5, "restart_t0": 4}])
 def test_restart_detection_finds_the_cycle_starts(settings):
-    from hyperrestart.scheduler import lr_schedule
+    from hyperrestart.upstream.scheduler import lr_schedule
     config = dict(json.loads(RESTART.read_text()), **settings)
     trace = list(enumerate(lr_schedule(config, 40), start=1))
-    assert runner.restart_steps(trace) == _cycle_starts(config, 40)
-    assert runner.restart_steps(trace[:16]) == ([2, 4, 8, 16] if not settings else _cycle_starts(config, 16))
+    assert lr_trace.restart_steps(trace) == _cycle_starts(config, 40)
+    assert lr_trace.restart_steps(trace[:16]) == ([2, 4, 8, 16] if not settings else _cycle_starts(config, 16))
 
 
 @pytest.mark.parametrize("name", ["constant", "linear", "cosine", "polynomial", "constant_w_warmup"])
 @pytest.mark.parametrize("warmup", [0, 4])
 def test_no_restarts_without_the_restart_scheduler_and_initial_lr_matches(name, warmup):
-    from hyperrestart.scheduler import lr_schedule
+    from hyperrestart.upstream.scheduler import lr_schedule
     config = {"lr_scheduler": name, "learning_rate": 3e-4, "warmup_steps": warmup}
     lrs = lr_schedule(config, 40)
-    assert runner.restart_steps(list(enumerate(lrs, start=1))) == []
-    assert runner.initial_lr(config) == pytest.approx(lrs[0])
+    assert lr_trace.restart_steps(list(enumerate(lrs, start=1))) == []
+    assert lr_trace.initial_lr(config) == pytest.approx(lrs[0])
 
 
 def test_lr_trace_from_printed_logs():
     text = "{'loss': 9.1, 'learning_rate': 0.0003, 'epoch': 0.01}\nnoise\n{'loss': 8.0, 'learning_rate': 0.0001505}"
     config = {"learning_rate": 3e-4, "logging_steps": 1, "logging_first_step": True}
-    assert runner.lr_trace_from_log(text, config) == [(1, 3e-4), (2, 3e-4), (3, 1.505e-4)]
+    assert lr_trace.lr_trace_from_log(text, config) == [(1, 3e-4), (2, 3e-4), (3, 1.505e-4)]
     config = {"learning_rate": 3e-4, "logging_steps": 10, "logging_first_step": True}
-    assert runner.lr_trace_from_log(text, config) == [(1, 3e-4), (2, 3e-4), (11, 1.505e-4)]
+    assert lr_trace.lr_trace_from_log(text, config) == [(1, 3e-4), (2, 3e-4), (11, 1.505e-4)]
 
 
 # --- the command line -----------------------------------------------------------------------------------------
@@ -517,7 +521,7 @@ def test_env_help_names_the_real_default_folder(capsys, monkeypatch):
 # --- end to end on the real upstreams ------------------------------------------------------------------------------
 def _real_or_skip(name):
     tree = DEFAULT_DEST / name
-    if not (tree / runner.UPSTREAMS[name].workdir / runner.UPSTREAMS[name].script).is_file():
+    if not (tree / registry.UPSTREAMS[name].workdir / registry.UPSTREAMS[name].script).is_file():
         pytest.skip(f"{tree} is not materialised; run `python bootstrap.py`")
     try:
         envs.python_for(name)
@@ -529,17 +533,17 @@ def _real_or_skip(name):
 @pytest.mark.parametrize("name", ["hyperdecoders", "hyperformer"])
 def test_every_shipped_config_passes_the_preflight_check(name):
     _real_or_skip(name)
-    upstream = runner.UPSTREAMS[name]
-    spec = runner.argument_spec(upstream, runner.tree_dir(upstream), envs.python_for(name))
+    upstream = registry.UPSTREAMS[name]
+    spec = arguments.argument_spec(upstream, registry.tree_dir(upstream), envs.python_for(name))
     assert spec.kinds["learning_rate"] == {"float"} and spec.kinds["max_steps"] == {"int"}
     assert "list" in spec.kinds["tasks"] and "str" in spec.kinds["output_dir"]
     assert {"cosine_annual_w_restarts", "consine_annealing_restart", "linear", "constant"} <= set(spec.schedulers)
     for config in sorted((CONFIGS_DIR / name).glob("*.json")):
         args = cli.build_parser().parse_args(["run", str(config), "--tiny", "--output-dir", "/nonexistent"])
-        resolved = run_cmd.resolve(args, spec)
-        runner.check_config(resolved.config, spec, upstream, resolved.origin)
+        resolved = resolving.resolve(args, spec)
+        arguments.check_config(resolved.config, spec, upstream, resolved.origin)
     with pytest.raises(HyperrestartError, match="did you mean 'learning_rate'"):
-        runner.check_config({"learning_rat": 1}, spec, upstream, {})
+        arguments.check_config({"learning_rat": 1}, spec, upstream, {})
 
 
 def _run_tiny(config, out, *extra):
@@ -553,17 +557,17 @@ def _run_tiny(config, out, *extra):
 @pytest.mark.slow  # a real 16-step training run with evaluation: a minute or more per upstream on a busy CPU
 @pytest.mark.parametrize("config", ["hyperdecoders/glue_restart.json", "hyperformer/hyperformer_restart.json"])
 def test_tiny_restart_run_end_to_end(config, tmp_path):
-    from hyperrestart.scheduler import lr_schedule
+    from hyperrestart.upstream.scheduler import lr_schedule
     _real_or_skip(config.split("/")[0])
     out = tmp_path / "run"
     printed = _run_tiny(config, out)
     assert "restarts at:  2, 4, 8, 16 " in printed, printed
     assert len(printed.splitlines()) < 25  # progress and summary; the trainer's output is in train.log
     assert "step 16/16" in printed and len((out / "train.log").read_text().splitlines()) > 100
-    assert json.loads((out / runner.RUN_CONFIG).read_text())["max_steps"] == 16
+    assert json.loads((out / run_folder.RUN_CONFIG).read_text())["max_steps"] == 16
     rows = list(csv.DictReader(open(out / "lr_trace.csv")))
     assert [int(r["step"]) for r in rows] == list(range(1, 17))
-    config_used = json.loads((out / runner.RUN_CONFIG).read_text())
+    config_used = json.loads((out / run_folder.RUN_CONFIG).read_text())
     assert [float(r["lr_applied"]) for r in rows] == pytest.approx(lr_schedule(config_used, 16), rel=1e-6)
 
 
@@ -589,7 +593,7 @@ def test_tiny_run_resumes_from_its_checkpoint(tmp_path):
     # what a run killed between steps 8 and 16 leaves: checkpoint-8, no final state, model or checkpoint-16
     shutil.rmtree(out / "checkpoint-16")
     for path in out.iterdir():
-        if path.is_file() and path.name not in (runner.RUN_CONFIG, "train.log"):
+        if path.is_file() and path.name not in (run_folder.RUN_CONFIG, "train.log"):
             path.unlink()
     printed = _run_tiny("hyperdecoders/glue_restart.json", out, *sets, "--resume")
     assert "from checkpoint-8" in printed

@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from hyperrestart import scheduler as rs
+from hyperrestart.upstream import scheduler as rs
 
 BASE = 3e-4
 LRS = {"hypernetwork": 3e-4, "backbone": 1e-3}
@@ -429,7 +429,7 @@ def test_a_checkpoint_of_the_torch_based_restart_scheduler_still_resumes():
 
 
 def test_lr_schedule_of_a_config_follows_each_family_member():
-    from hyperrestart.errors import HyperrestartError
+    from hyperrestart.core.errors import HyperrestartError
     wsd = {"lr_scheduler": "wsd", "learning_rate": 1e-3, "wsd_decay_steps": 10, "restart_warmup_steps": 4,
            "eta_min": 0.0, "restart_scope": "backbone"}
     assert rs.lr_schedule(wsd, 40) == pytest.approx(wsd_reference(40, 1e-3, 40, 10, 4, 0.0, "linear"), rel=1e-12)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
 
-from hyperrestart import scheduler as rs
+from hyperrestart.upstream import scheduler as rs
 
 BASE_LR = 3e-4
 
@@ -161,7 +161,7 @@ def test_from_args_reads_the_training_arguments_and_warns(caplog):
 
 def test_alias_maps_to_the_canonical_name_and_logs(caplog):
     assert rs.SCHEDULER_NAME == "cosine_annual_w_restarts"
-    assert set(rs.SCHEDULER_NAMES) == {"cosine_annual_w_restarts", "consine_annealing_restart"}
+    assert set(rs.SCHEDULER_NAMES) == {"cosine_annual_w_restarts", "consine_annealing_restart", "restart"}
     with caplog.at_level(logging.WARNING):
         assert rs.canonical_scheduler_name("consine_annealing_restart") == rs.SCHEDULER_NAME
     assert any("consine_annealing_restart" in r.getMessage() and "alias" in r.getMessage() for r in caplog.records)

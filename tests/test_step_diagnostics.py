@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from hyperrestart.overlay_import import load_overlay_module
-from hyperrestart.paths import OVERLAY_DIR
-from hyperrestart import scheduler as rs
+from hyperrestart.core.overlay_import import load_overlay_module
+from hyperrestart.core.paths import OVERLAY_DIR
+from hyperrestart.upstream import scheduler as rs
 
 diagnostics = load_overlay_module("hyperrestart._step_diagnostics", OVERLAY_DIR / "common" / "step_diagnostics.py")
 

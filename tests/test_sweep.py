@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from hyperrestart import sweep as sweeps
+from hyperrestart.sweep import jobs as sweep_jobs
+from hyperrestart.sweep import launch as sweep_launch
+from hyperrestart.sweep import runners as sweep_runners
+from hyperrestart.sweep import spec as sweep_spec
 from hyperrestart.cli import main as cli_main
-from hyperrestart.errors import HyperrestartError
+from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.p3.synthetic import TINY_SETTINGS
-from hyperrestart.paths import PROJECT_ROOT
+from hyperrestart.core.paths import PROJECT_ROOT
 
 SMOKE = PROJECT_ROOT / "sweeps" / "smoke_p3.yaml"
 BASE = "configs/p3/table2_t5_restart.json"
@@ -38,7 +41,7 @@ grid:
 
 # --- expansion ----------------------------------------------------------------------------------------------------
 def test_grid_expands_into_named_runs_with_flattened_overrides(tmp_path):
-    spec = sweeps.parse_spec(write_spec(tmp_path, GOOD), cli_sets=["max_steps=3", "run_name=on"])
+    spec = sweep_spec.parse_spec(write_spec(tmp_path, GOOD), cli_sets=["max_steps=3", "run_name=on"])
     assert spec.name == "spec" and spec.runner == "p3" and len(spec.runs) == 8
     assert [r.name for r in spec.runs[:3]] == ["no_restart_eta_min-0_seed-1", "no_restart_eta_min-0_seed-2",
                                                "no_restart_eta_min-1e-05_seed-1"]
@@ -47,13 +50,13 @@ def test_grid_expands_into_named_runs_with_flattened_overrides(tmp_path):
     # order: spec set, grid values, CLI --set; a repeated key keeps the last value; 1e-6 is a float (YAML 1.2)
     assert run.overrides == [("adam_beta1", 0.9), ("lr_scheduler", "restart"), ("eta_min", 1e-05), ("seed", 1),
                              ("max_steps", 3), ("run_name", "on")]
-    merged = sweeps.merge_config(run.config, run.overrides)
+    merged = sweep_runners.merge_config(run.config, run.overrides)
     assert merged["adam_beta1"] == 0.9 and merged["eta_min"] == 1e-05 and merged["run_name"] == "on"
     assert merged["max_steps"] == 3 and merged["lr_scheduler"] == "restart" and merged["model"] == "t5"
 
 
 def test_run_runner_command_uses_set_and_output_dir(tmp_path):
-    spec = sweeps.parse_spec(write_spec(tmp_path, """
+    spec = sweep_spec.parse_spec(write_spec(tmp_path, """
 runner: run
 config: configs/hyperdecoders/glue_restart.json
 args: [--nproc, "2"]
@@ -66,7 +69,7 @@ run_name: "{scheduler}-eta{eta_min}"
 """), tiny=True)
     assert [r.name for r in spec.runs] == ["constant-eta0", "constant-eta1e-06", "restart-eta0", "restart-eta1e-06"]
     assert spec.runs[0].config.endswith("glue_constant.json") and spec.runs[3].config.endswith("glue_restart.json")
-    job = sweeps.make_jobs(spec, tmp_path / "out")[1]
+    job = sweep_jobs.make_jobs(spec, tmp_path / "out")[1]
     command = job.command()
     assert command[1:5] == ["-m", "hyperrestart.cli", "run", spec.runs[1].config]
     assert command[5:] == ["--nproc", "2", "--tiny", "--set", "eta_min=1e-06", "--output-dir",
@@ -75,36 +78,36 @@ run_name: "{scheduler}-eta{eta_min}"
 
 def test_relaunching_an_unfinished_run_resumes_or_restarts_it_explicitly(tmp_path):
     """`hyperrestart run` refuses a folder holding a run: a relaunch says --resume (a checkpoint) or --overwrite."""
-    spec = sweeps.parse_spec(write_spec(tmp_path, """
+    spec = sweep_spec.parse_spec(write_spec(tmp_path, """
 runner: run
 config: configs/hyperdecoders/glue_restart.json
 grid:
   seed: [1]
 """))
-    job = sweeps.make_jobs(spec, tmp_path / "out")[0]
+    job = sweep_jobs.make_jobs(spec, tmp_path / "out")[0]
     run_dir = Path(job.run_dir)
-    assert sweeps.continuation_args(job) == ()  # fresh folder
+    assert sweep_jobs.continuation_args(job) == ()  # fresh folder
     run_dir.mkdir(parents=True)
     (run_dir / "sweep-run.json").write_text("{}")  # the sweep's own bookkeeping is not a run
-    assert sweeps.continuation_args(job) == ()
+    assert sweep_jobs.continuation_args(job) == ()
     (run_dir / "train.log").write_text("killed before the first checkpoint\n")
-    assert sweeps.continuation_args(job) == ("--overwrite",)
+    assert sweep_jobs.continuation_args(job) == ("--overwrite",)
     checkpoint = run_dir / "checkpoint-8"
     checkpoint.mkdir()
     for name in ("trainer_state.json", "optimizer.pt", "scheduler.pt"):
         (checkpoint / name).write_text("{}")
-    assert sweeps.continuation_args(job) == ("--resume",)
-    command = job.command(sweeps.continuation_args(job))
+    assert sweep_jobs.continuation_args(job) == ("--resume",)
+    command = job.command(sweep_jobs.continuation_args(job))
     assert "--resume" in command and command[-2:] == ["--output-dir", str(run_dir)]
 
 
 def test_a_mapping_value_is_one_override(tmp_path):
     """Training arguments that take a mapping (accelerator_config) get it whole, not split into dotted keys."""
-    spec = sweeps.parse_spec(write_spec(tmp_path, "runner: run\nconfig: configs/hyperdecoders/glue_restart.json\n"
+    spec = sweep_spec.parse_spec(write_spec(tmp_path, "runner: run\nconfig: configs/hyperdecoders/glue_restart.json\n"
                                                   "set: {accelerator_config: {split_batches: true}}\n"
                                                   "grid: {seed: [1]}\n"))
     assert spec.runs[0].overrides == [("accelerator_config", {"split_batches": True}), ("seed", 1)]
-    command = sweeps.make_jobs(spec, tmp_path / "out")[0].command()
+    command = sweep_jobs.make_jobs(spec, tmp_path / "out")[0].command()
     assert command[command.index("--set") + 1] == 'accelerator_config={"split_batches": true}'
 
 
@@ -145,7 +148,7 @@ def test_list_prints_index_name_and_overrides(tmp_path, capsys):
 def test_malformed_spec_is_refused_before_anything_runs(tmp_path, capsys, text, message):
     path = write_spec(tmp_path, text)
     with pytest.raises(HyperrestartError, match=message) as info:
-        sweeps.parse_spec(path)
+        sweep_spec.parse_spec(path)
     assert str(path) in str(info.value)
     out = tmp_path / "out"
     assert cli_main(["sweep", str(path), "--launch", "local", "--output-root", str(out)]) == 1
@@ -162,7 +165,7 @@ def test_run_folders_stay_inside_the_output_root(tmp_path, capsys, grid, run_nam
     text = f"runner: p3\nconfig: {BASE}\ngrid: {grid}\n" + (f"run_name: {run_name}\n" if run_name else "")
     path = write_spec(tmp_path, text)
     with pytest.raises(HyperrestartError, match=r"cannot name a run folder|not a plain folder name") as info:
-        sweeps.parse_spec(path)
+        sweep_spec.parse_spec(path)
     assert str(path) in str(info.value) and "Traceback" not in str(info.value)
     out = tmp_path / "root" / "out"
     assert cli_main(["sweep", str(path), "--task-id", "0", "--output-root", str(out)]) == 1
@@ -172,16 +175,16 @@ def test_run_folders_stay_inside_the_output_root(tmp_path, capsys, grid, run_nam
 
 def test_spec_name_must_be_a_folder_name(tmp_path):
     with pytest.raises(HyperrestartError, match=r"the sweep's `name`.*'\.\./up' is not a plain folder name"):
-        sweeps.parse_spec(write_spec(tmp_path, f"name: ../up\nrunner: p3\nconfig: {BASE}\ngrid: {{seed: [1]}}\n"))
+        sweep_spec.parse_spec(write_spec(tmp_path, f"name: ../up\nrunner: p3\nconfig: {BASE}\ngrid: {{seed: [1]}}\n"))
 
 
 def test_a_run_folder_linked_outside_the_root_is_refused(tmp_path):
-    spec = sweeps.parse_spec(write_spec(tmp_path, f"runner: p3\nconfig: {BASE}\ngrid: {{seed: [1]}}\n"))
+    spec = sweep_spec.parse_spec(write_spec(tmp_path, f"runner: p3\nconfig: {BASE}\ngrid: {{seed: [1]}}\n"))
     (tmp_path / "out").mkdir()
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "out" / "seed-1").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(HyperrestartError, match=r"run 0 \(seed-1\).*resolves to .*elsewhere, outside the output root"):
-        sweeps.make_jobs(spec, tmp_path / "out")
+        sweep_jobs.make_jobs(spec, tmp_path / "out")
 
 
 def test_unknown_keys_are_refused_when_the_spec_is_read(tmp_path, capsys):
@@ -198,7 +201,7 @@ grid:
   seed: [1, 2]
 """)
     with pytest.raises(HyperrestartError) as info:
-        sweeps.parse_spec(path, cli_sets=["max_step=3", "output_dir=/tmp/x"])
+        sweep_spec.parse_spec(path, cli_sets=["max_step=3", "output_dir=/tmp/x"])
     message = str(info.value)
     assert "`learning_rat` (from set) is not one of the options of the P3 runner" in message
     assert "did you mean learning_rate?" in message
@@ -226,19 +229,19 @@ grid:
     with pytest.raises(HyperrestartError, match=r"`warmup_step` \(from grid.scheduler.constant\) is not one of the "
                                                 r"training arguments of the patched hyperdecoders.*did you mean "
                                                 r"warmup_steps"):
-        sweeps.parse_spec(path)
+        sweep_spec.parse_spec(path)
     hyperformer = write_spec(tmp_path, "runner: run\nconfig: configs/hyperformer/adapter_restart.json\n"
                                        "grid: {encoder_adapter_dim: [8]}\n", "hf.yaml")
     with pytest.raises(HyperrestartError, match=r"`encoder_adapter_dim` \(from grid.encoder_adapter_dim\) is not "
                                                 r"one of the training arguments of the patched hyperformer"):
-        sweeps.parse_spec(hyperformer)
+        sweep_spec.parse_spec(hyperformer)
     for name in ("table1_hyperformer", "table5_schedulers"):  # the shipped specs pass
-        assert len(sweeps.parse_spec(PROJECT_ROOT / "sweeps" / f"{name}.yaml").runs) in (24, 15)
+        assert len(sweep_spec.parse_spec(PROJECT_ROOT / "sweeps" / f"{name}.yaml").runs) in (24, 15)
 
 
 def test_recorded_upstream_arguments_cover_every_released_config():
     """The recorded lists know the keys of every shipped config and the restart arguments the patches add."""
-    recorded = sweeps.recorded_upstream_arguments()
+    recorded = sweep_runners.recorded_upstream_arguments()
     for name in ("hyperdecoders", "hyperformer"):
         assert {"restart_t0", "restart_t_mult", "eta_min", "restart_warmup_steps", "seed", "max_steps"} <= recorded[name]
         for config in (PROJECT_ROOT / "configs" / name).glob("*.json"):
@@ -248,26 +251,25 @@ def test_recorded_upstream_arguments_cover_every_released_config():
 @pytest.mark.slow
 def test_recorded_upstream_arguments_equal_the_live_argument_classes(tmp_path):
     """upstream_arguments.json = the fields the materialised trees' dataclasses have in their envs (half a minute)."""
-    from hyperrestart import runner
-    from hyperrestart.envs import python_for
-    from hyperrestart.paths import DEFAULT_DEST
-    recorded = sweeps.recorded_upstream_arguments()
+    from hyperrestart.upstream import arguments, registry
+    from hyperrestart.upstream.envs import python_for
+    recorded = sweep_runners.recorded_upstream_arguments()
     for name in ("hyperdecoders", "hyperformer"):
         try:
             python = python_for(name)
-            live = set(runner.argument_spec(runner.upstream_named(name), runner.tree_dir(runner.upstream_named(name)),
+            live = set(arguments.argument_spec(registry.upstream_named(name), registry.tree_dir(registry.upstream_named(name)),
                                               python).kinds)
         except HyperrestartError as exc:
             pytest.skip(f"{name}: {exc}")
-        assert recorded[name] == live, (f"{name}: re-record with hyperrestart.sweep.record_upstream_arguments(); "
+        assert recorded[name] == live, (f"{name}: re-record with hyperrestart.sweep.spec.record_upstream_arguments(); "
                                         f"missing {sorted(live - recorded[name])}, gone {sorted(recorded[name] - live)}")
 
 
 def test_keys_that_cannot_be_checked_are_said_so(tmp_path, monkeypatch, capsys):
     def no_torch():
         raise ImportError("No module named 'torch'")
-    monkeypatch.setattr(sweeps, "p3_runner_options", no_torch)
-    spec = sweeps.parse_spec(write_spec(tmp_path, f"runner: p3\nconfig: {BASE}\ngrid: {{anything: [1]}}\n"))
+    monkeypatch.setattr(sweep_runners, "p3_runner_options", no_torch)
+    spec = sweep_spec.parse_spec(write_spec(tmp_path, f"runner: p3\nconfig: {BASE}\ngrid: {{anything: [1]}}\n"))
     assert spec.runs[0].overrides == [("anything", 1)]
     err = capsys.readouterr().err
     assert "warning:" in err and "override keys not checked" in err and "No module named 'torch'" in err
@@ -285,7 +287,7 @@ def test_missing_spec_and_bad_task_id(tmp_path, capsys, monkeypatch):
 
 def test_array_task_id_comes_from_slurm_env(tmp_path, monkeypatch):
     executed = []
-    monkeypatch.setattr(sweeps, "execute", lambda job: executed.append(job))
+    monkeypatch.setattr(sweep_jobs, "execute", lambda job: executed.append(job))
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
     monkeypatch.setenv("P3_DATA", "/data/p3")
     monkeypatch.setenv("FLAN_T5_BASE", "/models/flan")
@@ -303,13 +305,13 @@ def test_unset_environment_variable_is_named_before_anything_runs(tmp_path, monk
 
 
 def test_slurm_resources_map_to_submitit_and_no_cluster_is_an_error(tmp_path, monkeypatch, capsys):
-    params = sweeps.executor_parameters({"partition": "gpu", "gpus": 1, "cpus": 8, "mem": "64G",
+    params = sweep_launch.executor_parameters({"partition": "gpu", "gpus": 1, "cpus": 8, "mem": "64G",
                                          "time": "2-00:00:00", "array_parallelism": 4})
     assert params == {"name": "hyperrestart", "nodes": 1, "tasks_per_node": 1, "gpus_per_node": 1,
                       "cpus_per_task": 8, "mem_gb": 64.0, "timeout_min": 2880, "slurm_partition": "gpu",
                       "slurm_array_parallelism": 4}
-    assert sweeps.parse_time_min("12:30:00") == 750 and sweeps.parse_time_min(90) == 90
-    assert sweeps.parse_mem_gb("512M") == 0.5
+    assert sweep_launch.parse_time_min("12:30:00") == 750 and sweep_launch.parse_time_min(90) == 90
+    assert sweep_launch.parse_mem_gb("512M") == 0.5
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch
     monkeypatch.setenv("P3_DATA", "x")
     monkeypatch.setenv("FLAN_T5_BASE", "y")
@@ -333,15 +335,16 @@ def tiny_sweep(tmp_path_factory):
     return root / "runs"
 
 
+@pytest.mark.slow  # uses tiny_sweep: four tiny P3 training runs (~90 s on 2 CPU cores)
 def test_local_sweep_runs_every_run_to_completion(tiny_sweep):
     names = sorted(p.name for p in tiny_sweep.iterdir() if p.is_dir())
     assert names == ["no_restart_seed-1", "no_restart_seed-2", "restart_seed-1", "restart_seed-2"]
     for name in names:
         run = tiny_sweep / name
-        done = json.loads((run / sweeps.COMPLETE_MARKER).read_text())
-        info = json.loads((run / sweeps.RUN_INFO).read_text())
+        done = json.loads((run / sweep_jobs.COMPLETE_MARKER).read_text())
+        info = json.loads((run / sweep_jobs.RUN_INFO).read_text())
         assert done["fingerprint"] == info["fingerprint"] and done["name"] == name
-        config = json.loads((run / sweeps.MERGED_CONFIG).read_text())
+        config = json.loads((run / sweep_runners.MERGED_CONFIG).read_text())
         assert config["max_steps"] == TINY_SETTINGS["max_steps"] and config["seed"] == int(name[-1])
         assert config["lr_scheduler"] == ("constant" if name.startswith("no_") else "restart")
         rows = (run / "train_log.csv").read_text().splitlines()
@@ -352,8 +355,9 @@ def test_local_sweep_runs_every_run_to_completion(tiny_sweep):
     assert lrs[0] == lrs[1] == lrs[3] == pytest.approx(lr) and lrs[2] < lrs[0]  # restarts at steps 2 and 4
 
 
+@pytest.mark.slow  # uses tiny_sweep: four tiny P3 training runs (~90 s on 2 CPU cores)
 def test_relaunch_skips_finished_runs(tiny_sweep, capsys):
-    markers = {p: p.stat().st_mtime_ns for p in tiny_sweep.glob(f"*/{sweeps.COMPLETE_MARKER}")}
+    markers = {p: p.stat().st_mtime_ns for p in tiny_sweep.glob(f"*/{sweep_jobs.COMPLETE_MARKER}")}
     assert cli_main(["sweep", str(SMOKE), "--tiny", "--launch", "local", "--output-root", str(tiny_sweep)]) == 0
     out = capsys.readouterr().out
     assert "0 run, 4 skipped (finished), 4 in all" in out and out.count("finished already, skipped") == 4
@@ -362,12 +366,14 @@ def test_relaunch_skips_finished_runs(tiny_sweep, capsys):
     assert capsys.readouterr().out.count("\tfinished\t") == 4
 
 
+@pytest.mark.slow  # uses tiny_sweep: four tiny P3 training runs (~90 s on 2 CPU cores)
 def test_changed_settings_do_not_mix_into_finished_runs(tiny_sweep, capsys):
     assert cli_main(["sweep", str(SMOKE), "--tiny", "--set", "max_steps=15", "--launch", "local",
                      "--output-root", str(tiny_sweep)]) == 1
     assert "holds a finished run with other settings" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # uses tiny_sweep: four tiny P3 training runs (~90 s on 2 CPU cores)
 def test_report_of_the_tiny_sweep(tiny_sweep, tmp_path, capsys):
     out = tmp_path / "report"
     assert cli_main(["report", str(tiny_sweep), "--out", str(out), "--with-loss"]) == 0
@@ -389,16 +395,18 @@ def test_report_of_the_tiny_sweep(tiny_sweep, tmp_path, capsys):
         assert (out / figure).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow  # uses tiny_sweep: four tiny P3 training runs (~90 s on 2 CPU cores)
 def test_submitit_debug_executor_reruns_only_the_unfinished_run(tiny_sweep, capsys):
     victim = tiny_sweep / "restart_seed-2"
-    (victim / sweeps.COMPLETE_MARKER).unlink()
+    (victim / sweep_jobs.COMPLETE_MARKER).unlink()
     assert cli_main(["sweep", str(SMOKE), "--tiny", "--launch", "slurm", "--submitit-cluster", "debug", "--wait",
                      "--output-root", str(tiny_sweep), "--partition", "gpu", "--time", "10"]) == 0
     out = capsys.readouterr().out
     assert "1 submitted, 3 skipped (finished)" in out and "restart_seed-2\tjob " in out
-    assert json.loads((victim / sweeps.COMPLETE_MARKER).read_text())["name"] == "restart_seed-2"
+    assert json.loads((victim / sweep_jobs.COMPLETE_MARKER).read_text())["name"] == "restart_seed-2"
 
 
+@pytest.mark.slow  # uses tiny_sweep: four tiny P3 training runs (~90 s on 2 CPU cores)
 def test_failed_run_gets_no_marker_and_a_clear_error(tiny_sweep, tmp_path, capsys):
     spec = write_spec(tmp_path, f"runner: p3\nconfig: {BASE}\ngrid: {{seed: [1]}}\n")
     out = tmp_path / "o"
@@ -407,5 +415,5 @@ def test_failed_run_gets_no_marker_and_a_clear_error(tiny_sweep, tmp_path, capsy
                      "--output-root", str(out)]) == 1
     err = capsys.readouterr().err
     assert "run 0 (seed-1) failed with exit code 1" in err and "sweep.log" in err
-    assert not (out / "seed-1" / sweeps.COMPLETE_MARKER).exists()
-    assert "--python /bin/false" in (out / "seed-1" / sweeps.RUN_LOG).read_text()
+    assert not (out / "seed-1" / sweep_jobs.COMPLETE_MARKER).exists()
+    assert "--python /bin/false" in (out / "seed-1" / sweep_jobs.RUN_LOG).read_text()

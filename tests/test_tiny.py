@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from hyperrestart import tiny
+from hyperrestart.upstream import tiny
 
 
 @pytest.fixture(scope="session")
@@ -179,15 +179,16 @@ for split in ("train", "validation", "test"):
 @pytest.mark.slow  # imports the upstream's stack in its env and tokenizes every question (~40 s on a busy CPU)
 def test_mrqa_loads_through_the_hyperdecoders_loader(model_dir, data_dir, tmp_path):
     import subprocess
-    from hyperrestart import envs, runner
-    from hyperrestart.errors import HyperrestartError
-    from hyperrestart.paths import DEFAULT_DEST
-    upstream = runner.UPSTREAMS["hyperdecoders"]
+    from hyperrestart.upstream import envs
+    from hyperrestart.upstream import registry
+    from hyperrestart.core.errors import HyperrestartError
+    from hyperrestart.core.paths import DEFAULT_DEST
+    upstream = registry.UPSTREAMS["hyperdecoders"]
     try:
-        tree, python = runner.tree_dir(upstream), envs.python_for("hyperdecoders")
+        tree, python = registry.tree_dir(upstream), envs.python_for("hyperdecoders")
     except HyperrestartError as exc:
         pytest.skip(str(exc))
-    env = dict(runner.process_env(upstream, tree), HF_HOME=str(tmp_path), HF_DATASETS_CACHE=str(tmp_path / "d"),
+    env = dict(registry.process_env(upstream, tree), HF_HOME=str(tmp_path), HF_DATASETS_CACHE=str(tmp_path / "d"),
                HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     result = subprocess.run([str(python), "-c", MRQA_LOADER, str(model_dir), str(data_dir)], capture_output=True,
                             text=True, cwd=DEFAULT_DEST / "hyperdecoders" / upstream.workdir, env=env, timeout=600)

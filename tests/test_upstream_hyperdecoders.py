@@ -111,7 +111,7 @@ def _logged_lrs(out_dir):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from hyperrestart.tiny import tiny_glue_dir, tiny_model_dir
+    from hyperrestart.upstream.tiny import tiny_glue_dir, tiny_model_dir
     cache = tmp_path_factory.mktemp("tiny")
     return tiny_model_dir(cache), tiny_glue_dir(cache, tasks=TASKS)
 
@@ -133,6 +133,7 @@ def test_eq5_reference_values_match_the_measured_sgdr_sequence():
     assert restarts == [1, 3, 7, 15]
 
 
+@pytest.mark.slow  # a tiny hyperdecoders training run (~20 s)
 def test_restart_run_logs_eq5_at_every_step(restart_run):
     out, _, _, _ = restart_run
     lrs = _logged_lrs(out)
@@ -141,6 +142,7 @@ def test_restart_run_logs_eq5_at_every_step(restart_run):
         assert lrs[step] == pytest.approx(eq5(step), rel=1e-9, abs=1e-15), f"step {step}"
 
 
+@pytest.mark.slow  # a tiny hyperdecoders training run (~20 s)
 def test_restart_run_writes_generate_metrics_and_checkpoints(restart_run):
     out, _, result, _ = restart_run
     for split in ("eval", "test"):

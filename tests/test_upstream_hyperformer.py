@@ -44,10 +44,10 @@ def hyperformer_python():
             return None, f"HYPERRESTART_HYPERFORMER_PYTHON={explicit} does not exist"
         return explicit, None
     try:
-        from hyperrestart import envs
-        from hyperrestart.errors import HyperrestartError
+        from hyperrestart.upstream import envs
+        from hyperrestart.core.errors import HyperrestartError
     except ImportError as exc:
-        return None, f"hyperrestart.envs is not importable ({exc}); set HYPERRESTART_HYPERFORMER_PYTHON"
+        return None, f"hyperrestart.upstream.envs is not importable ({exc}); set HYPERRESTART_HYPERFORMER_PYTHON"
     try:
         return str(envs.python_for("hyperformer")), None
     except HyperrestartError as exc:
@@ -87,7 +87,7 @@ def eq5(step, eta_max=3e-4, eta_min=1e-6, t_0=1, t_mult=2, warmup=0):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from hyperrestart.tiny import tiny_glue_dir, tiny_model_dir
+    from hyperrestart.upstream.tiny import tiny_glue_dir, tiny_model_dir
     root = tmp_path_factory.mktemp("hyperformer")
     python, _ = hyperformer_python()
     model = tiny_model_dir()  # saved without added_tokens.json, so transformers 3.5.1 reads its tokenizer
@@ -134,6 +134,7 @@ def restart_run(setup):
     return out, output
 
 
+@pytest.mark.slow  # a tiny hyperformer training run (~25 s)
 def test_released_restart_config_follows_eq5(restart_run):
     out, output = restart_run
     log = logged(out)
@@ -146,6 +147,7 @@ def test_released_restart_config_follows_eq5(restart_run):
     assert all(math.isfinite(loss) and loss > 0 for _, _, loss in log)
 
 
+@pytest.mark.slow  # a tiny hyperformer training run (~25 s)
 def test_generate_evaluation_writes_metric_files(restart_run):
     out, _ = restart_run
     released = json.loads(RELEASED_CONFIG.read_text())

@@ -75,13 +75,13 @@ def run_hyperdecoders(tmp, name, overrides, resume_from=None):
 
 
 def hd_tiny(tmp):
-    from hyperrestart.tiny import tiny_glue_dir, tiny_model_dir
+    from hyperrestart.upstream.tiny import tiny_glue_dir, tiny_model_dir
     cache = tmp / "tiny"
     return tiny_model_dir(cache), tiny_glue_dir(cache, tasks=hd.TASKS)
 
 
 def run_hyperformer(tmp, name, overrides, resume_from=None):
-    from hyperrestart.tiny import tiny_glue_dir, tiny_model_dir
+    from hyperrestart.upstream.tiny import tiny_glue_dir, tiny_model_dir
     python, _ = hf.hyperformer_python()
     setup = {"root": tmp, "python": python, "model": tiny_model_dir(), "data": tiny_glue_dir(),
              "hf_home": tmp / "hf-home"}
@@ -135,7 +135,7 @@ def test_each_schedule_and_scope_applies_its_closed_form_and_resumes_exactly(ups
 @hf.pytestmark
 def test_a_scope_the_model_does_not_have_is_refused(tmp_path):
     """hyperformer's finetune config trains plain T5: there is no hypernetwork to restart."""
-    from hyperrestart.tiny import tiny_glue_dir, tiny_model_dir
+    from hyperrestart.upstream.tiny import tiny_glue_dir, tiny_model_dir
     python, _ = hf.hyperformer_python()
     setup = {"root": tmp_path, "python": python, "model": tiny_model_dir(), "data": tiny_glue_dir(),
              "hf_home": tmp_path / "hf-home"}

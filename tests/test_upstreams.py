@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from upstream_support import ROOT
-from hyperrestart import gitops, lockfile
-from hyperrestart.paths import LOCK_FILE
-from hyperrestart.scheduler import SCHEDULER_NAMES
+from hyperrestart.vendor import gitops, lockfile
+from hyperrestart.core.paths import LOCK_FILE
+from hyperrestart.upstream.scheduler import SCHEDULER_NAMES
 
 TRAINERS = {"hyperdecoders": "hyperdecoder", "hyperformer": "hyperformer"}
 
@@ -30,6 +30,7 @@ def test_paper_profile_materialises(upstream_dest_paper):
         assert gitops.run(upstream_dest_paper / name, "write-tree") == lock.result_tree["paper"]
 
 
+@pytest.mark.slow  # builds every profile of both real upstreams (~10 s)
 def test_check_passes_on_the_real_upstreams(upstream_dest):
     result = subprocess.run([sys.executable, str(ROOT / "bootstrap.py"), "check"], capture_output=True, text=True,
                             timeout=600)
@@ -42,14 +43,15 @@ IMPORTS = {"hyperdecoders": ("hyperdecoder", "third_party.trainers.t5_trainer"),
 
 
 def _upstream_python(name):
-    from hyperrestart.envs import python_for
-    from hyperrestart.errors import HyperrestartError
+    from hyperrestart.upstream.envs import python_for
+    from hyperrestart.core.errors import HyperrestartError
     try:
         return str(python_for(name))
     except HyperrestartError as exc:
         pytest.skip(f"no environment for {name}: {exc}")
 
 
+@pytest.mark.slow  # imports each upstream's trainer in its env (~20 s each)
 @pytest.mark.parametrize("name", sorted(TRAINERS))
 def test_patched_modules_compile_and_register_both_scheduler_names(upstream_dest, name):
     package = upstream_dest / name / TRAINERS[name]

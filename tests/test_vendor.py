@@ -13,7 +13,7 @@ import pytest
 
 from vendor_fixtures import BOOTSTRAP, git, write
 
-from hyperrestart import lockfile
+from hyperrestart.vendor import lockfile, owned
 
 
 def lock_of(project):
@@ -153,7 +153,7 @@ def test_a_patch_that_no_longer_applies_leaves_the_old_tree_in_place(project):
     assert project.run("lock").returncode != 0  # lock builds every profile: the stale patch is named
     # force the new hash into the lock by hand, then materialise: the failure is atomic
     lock = lockfile.load(project.root / "vendor.lock")
-    from hyperrestart.patchcheck import sha256_file
+    from hyperrestart.core.files import file_sha256 as sha256_file
     lock.upstreams["fake"].patches["0001-register.patch"] = sha256_file(project.root / "patches/fake/0001-register.patch")
     lockfile.save(lock)
     result = project.run("--force")
@@ -217,12 +217,15 @@ def test_a_changed_patch_rematerialises_cleanly(project):
 def test_an_interrupted_swap_is_recovered(project):
     assert project.run().returncode == 0
     good = project.tree_hash()
-    # killed between the two renames: the old tree is aside, the new one still in scratch
+    # killed between the two renames: the old tree is aside, the new one still in scratch (both marked as the tool's)
+    owned.write_marker(project.tree, ".hyperrestart-old-fake", "superseded")
     os.rename(project.tree, project.dest / ".hyperrestart-old-fake")
+    owned.make_scratch(project.dest / ".hyperrestart-tmp-fake-999")
     write(project.dest / ".hyperrestart-tmp-fake-999" / "half.txt", "half-built")
     result = project.run()
     assert result.returncode == 0, result.stderr
-    assert "restoring the tree an interrupted run had moved aside" in result.stdout
+    assert "cleaned up after an interrupted run" in result.stdout and "put fake back" in result.stdout
+    assert "deleted the scratch tree .hyperrestart-tmp-fake-999" in result.stdout
     assert project.tree_hash() == good
     assert not list(project.dest.glob(".hyperrestart-*-fake*"))
 
@@ -267,6 +270,7 @@ def test_pack_then_from_materialises_without_any_source(project, tmp_path):
     assert project.run("--from", str(tmp_path / "missing.tar")).returncode == 1
 
 
+@pytest.mark.slow  # several materialise/export round trips (~6 s)
 def test_export_round_trip_is_byte_identical_and_captures_new_work(project):
     assert project.run().returncode == 0
     patches = project.root / "patches/fake"

@@ -12,8 +12,8 @@ import pytest
 
 from vendor_fixtures import BOOTSTRAP, git, write
 
-from hyperrestart import lockfile, patchcheck
-from hyperrestart.errors import HyperrestartError
+from hyperrestart.vendor import lockfile, patchcheck
+from hyperrestart.core.errors import HyperrestartError
 
 
 def backups(project):
@@ -93,17 +93,16 @@ def test_force_moves_the_whole_old_tree_to_the_backups_and_says_where(project, k
         assert git(saved, "config", "user.name") == "Someone Local"
 
 
-def test_an_interrupted_swap_never_deletes_an_old_tree_holding_user_files(project):
+def test_an_old_tree_without_the_tools_marker_is_never_deleted(project):
     assert project.run().returncode == 0
     _ignored_checkpoint(project.tree)
-    # a run killed after putting the new tree in place, before disposing of the old one
+    # a copy of a tree under the name of a replaced one, not marked by the tool (a user's, or an older version's)
     shutil.copytree(project.tree, project.dest / ".hyperrestart-old-fake", symlinks=True)
     shutil.rmtree(project.tree / "output")
     result = project.run()
     assert result.returncode == 0, result.stderr
-    [saved] = backups(project)
-    assert (saved / "output/checkpoint-500/pytorch_model.bin").read_text() == "weights\n"
-    assert str(saved) in result.stdout and not (project.dest / ".hyperrestart-old-fake").exists()
+    kept = project.dest / ".hyperrestart-old-fake" / "output/checkpoint-500/pytorch_model.bin"
+    assert kept.read_text() == "weights\n" and not backups(project)
 
 
 def test_regenerable_pycache_does_not_block_a_rebuild(project):

@@ -1,9 +1,9 @@
 """In-process units of the bootstrap tool: lock round trip, series parsing, patch safety and diagnosis."""
 import pytest
 
-from hyperrestart import lockfile, patchcheck
-from hyperrestart.errors import HyperrestartError
-from hyperrestart.series import profile_patches, read_series
+from hyperrestart.vendor import lockfile, patchcheck
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.vendor.series import profile_patches, read_series
 
 SHA = "a" * 40
 

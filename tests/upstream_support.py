@@ -10,8 +10,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hyperrestart import lockfile, sources  # noqa: E402
-from hyperrestart.paths import LOCK_FILE  # noqa: E402
+from hyperrestart.vendor import lockfile, sources  # noqa: E402
+from hyperrestart.core.paths import LOCK_FILE  # noqa: E402
 
 
 @lru_cache(maxsize=None)
@@ -19,7 +19,7 @@ def unreachable_reason(name):
     """None when upstream `name` can be fetched (cache, mirror, override-free URL incl. git insteadOf), else why not."""
     upstream = lockfile.load(LOCK_FILE).upstream(name)
     if (sources.cache_repo(name) / "objects").exists():
-        from hyperrestart import gitops
+        from hyperrestart.vendor import gitops
         if gitops.has_commit(sources.cache_repo(name), upstream.commit):
             return None
     tried = []

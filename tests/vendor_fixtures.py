@@ -1,7 +1,10 @@
 """Throw-away upstreams and projects for testing the bootstrap tool without network or the real upstreams."""
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -26,10 +29,20 @@ def write(path, text):
     path.write_text(text)
 
 
+_TEMPLATE = None  # (folder, upstream path written into its vendor.lock): built once per test session
+
+
 class FakeProject:
-    """A fake upstream repository plus a hyperrestart project layout that pins it."""
+    """A fake upstream repository plus a hyperrestart project layout that pins it.
+
+    The first one of a session is built for real (git repositories, patches, `bootstrap.py lock`) in a folder of its
+    own; every one after is a copy of it with the upstream's path in vendor.lock rewritten: the same files, hashes and
+    cache, in milliseconds instead of seconds."""
+
+    BULK_FILES = 0  # extra small files in the upstream (data/NNNN.txt): a subclass sets it for a larger tree
 
     def __init__(self, tmp_path: Path):
+        global _TEMPLATE
         self.tmp = tmp_path
         self.upstream = tmp_path / "fake-upstream"
         self.root = tmp_path / "project"
@@ -38,8 +51,31 @@ class FakeProject:
         self.env = dict(os.environ, HYPERRESTART_PROJECT_ROOT=str(self.root), HYPERRESTART_CACHE=str(self.cache),
                         GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_NOSYSTEM="1")
         self.env.pop("HYPERRESTART_MIRROR", None)
-        self._make_upstream()
-        self._make_project()
+        if _TEMPLATE is None:
+            template = Path(tempfile.mkdtemp(prefix="hyperrestart-fake-project-"))
+            atexit.register(shutil.rmtree, template, ignore_errors=True)
+            FakeProject._build(template)
+            _TEMPLATE = template
+        self._copy_from(_TEMPLATE)
+
+    @classmethod
+    def _build(cls, folder):
+        built = cls.__new__(cls)
+        built.tmp, built.upstream, built.root = folder, folder / "fake-upstream", folder / "project"
+        built.dest, built.cache = folder / "dest", folder / "cache"
+        built.env = dict(os.environ, HYPERRESTART_PROJECT_ROOT=str(built.root), HYPERRESTART_CACHE=str(built.cache),
+                         GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_NOSYSTEM="1")
+        built.env.pop("HYPERRESTART_MIRROR", None)
+        built._make_upstream()
+        built._make_project()
+
+    def _copy_from(self, template):
+        shutil.copytree(template, self.tmp, symlinks=True, dirs_exist_ok=True)
+        self.commit = git(self.upstream, "rev-parse", "HEAD~1")
+        lock = self.root / "vendor.lock"
+        lock.write_text(lock.read_text().replace(f'url = "{template / "fake-upstream"}"', f'url = "{self.upstream}"'))
+        for clone in self.tmp.glob("work-*"):
+            git(clone, "remote", "set-url", "origin", str(self.upstream))
 
     def _make_upstream(self):
         self.upstream.mkdir()
@@ -47,6 +83,8 @@ class FakeProject:
         write(self.upstream / "pkg" / "trainer.py", TRAINER)
         write(self.upstream / "README.md", "# fake upstream\n\nhello\n")
         write(self.upstream / ".gitignore", "output/\nwandb/\n__pycache__/\n")  # as the real upstreams ignore outputs
+        for i in range(self.BULK_FILES):
+            write(self.upstream / "data" / f"{i:04d}.txt", f"file {i}\n")
         git(self.upstream, "add", "-A")
         git(self.upstream, "commit", "-q", "-m", "initial")
         self.commit = git(self.upstream, "rev-parse", "HEAD")

@@ -1,0 +1,1 @@
+"""The command line: one module per verb; each only parses its options and calls the library."""

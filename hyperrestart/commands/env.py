@@ -1,8 +1,8 @@
 """`hyperrestart env NAME`: create the upstream's virtual environment (upstream/.venvs/NAME) from requirements/."""
 from pathlib import Path
 
-from ..envs import UPSTREAM_NAMES, create_env
-from ..paths import DEFAULT_DEST, PROJECT_ROOT
+from hyperrestart.upstream.envs import UPSTREAM_NAMES, create_env
+from hyperrestart.core.paths import DEFAULT_DEST, PROJECT_ROOT
 
 # envs.venvs_root() without $HYPERRESTART_VENVS, as the help shows it
 DEFAULT_VENVS = (DEFAULT_DEST / ".venvs").relative_to(PROJECT_ROOT)

@@ -31,12 +31,11 @@ def register(subparsers):
 
 
 def run(args):
-    from ..p3.prepare import prepare
+    from hyperrestart.p3.prepare import prepare, summary
 
     manifest = prepare(args.source, args.out, tasks_file=args.tasks, fmt=args.format,
                        cap_per_dataset=args.cap_per_dataset, cap_per_task=args.cap_per_task, holdout=args.holdout,
                        seed=args.seed, split=args.split,
                        overwrite=args.overwrite, hash_inputs=not args.no_input_hashes, progress=not args.quiet)
-    print(json.dumps({"out": str(args.out), "tasks": len(manifest["tasks"]), "rows": manifest["num_rows"],
-                      "splits": manifest["splits"], "format": manifest["source_format"]}))
+    print(json.dumps(summary(manifest, args.out)))
     return 0

@@ -36,7 +36,7 @@ def register(subparsers):
 
 
 def run(args):
-    from ..report import build_report
+    from hyperrestart.report.build import build_report
 
     markdown = build_report(args.runs, out=args.out, published=args.published, split=args.split, select=args.select,
                             digits=args.digits, title=args.title, include_unfinished=args.include_unfinished,

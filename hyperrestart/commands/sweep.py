@@ -1,8 +1,4 @@
 """`hyperrestart sweep SPEC`: list, run one (SLURM array task), run all locally, or submit a sweep with submitit."""
-import os
-import shlex
-
-from ..errors import HyperrestartError
 
 
 def register(subparsers):
@@ -40,56 +36,6 @@ def register(subparsers):
     parser.set_defaults(func=run)
 
 
-def _print_list(sweep, jobs):
-    from ..sweep import completion, format_value
-    print(f"# {sweep.name}: {len(sweep.runs)} runs, runner {sweep.runner}, base config "
-          f"{os.path.relpath(sweep.config)}")
-    for job in jobs:
-        run = job.run
-        state = "finished" if completion(job.run_dir) else "-"
-        sets = " ".join(f"{k}={shlex.quote(format_value(v))}" for k, v in run.overrides)
-        config = "" if run.config == sweep.config else f" [config {os.path.relpath(run.config)}]"
-        print(f"{run.index}\t{run.name}\t{state}\t{sets}{config}")
-
-
 def run(args):
-    from .. import sweep as sweeps
-
-    spec = sweeps.parse_spec(args.spec, cli_sets=args.sets, tiny=args.tiny)
-    output_root = args.output_root or os.path.join("runs", spec.name)
-    jobs = sweeps.make_jobs(spec, output_root, shlex.split(args.runner_args))
-    if args.list:
-        _print_list(spec, jobs)
-        return 0
-    if args.tiny and spec.runner == "p3":
-        sweeps.tiny_p3_environment()
-    task_id = args.task_id
-    if task_id is None and args.launch is None:
-        env_id = os.environ.get("SLURM_ARRAY_TASK_ID")
-        if env_id is None:
-            raise HyperrestartError("say what to do: --list, --task-id K (or set SLURM_ARRAY_TASK_ID), "
-                                    "--launch local or --launch slurm")
-        try:
-            task_id = int(env_id)
-        except ValueError:
-            raise HyperrestartError(f"SLURM_ARRAY_TASK_ID={env_id!r} is not an integer") from None
-    if task_id is not None:
-        spec.run(task_id)  # range check with a clear message
-        sweeps.execute(jobs[task_id])
-        return 0
-    if args.launch == "local":
-        counts = sweeps.launch_local(jobs, keep_going=args.keep_going)
-        print(f"{spec.name}: {counts['done']} run, {counts['skipped']} skipped (finished), {len(jobs)} in all; "
-              f"outputs in {output_root}")
-        return 0
-    resources = dict(spec.slurm)
-    for key in ("partition", "gpus", "cpus", "mem", "time", "array_parallelism", "account"):
-        if getattr(args, key) is not None:
-            resources[key] = getattr(args, key)
-    cluster = None if args.submitit_cluster in (None, "slurm") else args.submitit_cluster
-    submitted, skipped = sweeps.launch_submitit(jobs, output_root, resources, cluster=cluster, wait=args.wait)
-    for job, sub in submitted:
-        print(f"{job.run.index}\t{job.run.name}\tjob {sub.job_id}")
-    print(f"{spec.name}: {len(submitted)} submitted, {skipped} skipped (finished); logs in "
-          f"{os.path.join(output_root, '.submitit')}")
-    return 0
+    from hyperrestart.sweep.launch import run_sweep
+    return run_sweep(args)

@@ -2,9 +2,9 @@
 import time
 from pathlib import Path
 
-from .. import lockfile
-from ..errors import HyperrestartError
-from ..paths import DEFAULT_DEST, LOCK_FILE
+from hyperrestart.vendor import lockfile
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.paths import DEFAULT_DEST, LOCK_FILE
 
 VERBS = ("materialise", "check", "status", "drift", "pack", "export", "lock")
 BOOTSTRAP_MODULES = ("vendor", "env")  # the command modules bootstrap.py offers: these verbs, plus `env`
@@ -22,15 +22,15 @@ def _names(lock, args):
 
 
 def _source_kwargs(args):
-    from ..bundle import unpack
-    from ..sources import parse_overrides
+    from hyperrestart.vendor.bundle import unpack
+    from hyperrestart.vendor.sources import parse_overrides
     bundles = unpack(args.from_pack) if getattr(args, "from_pack", None) else None
     return {"overrides": parse_overrides(args.source), "bundles": bundles,
             "offline": bool(args.offline or bundles)}
 
 
 def cmd_materialise(args):
-    from ..materialize import materialise
+    from hyperrestart.vendor.materialize import materialise
     lock = _load(args)
     profile = lock.check_profile(args.profile or lock.default_profile)
     started = time.monotonic()
@@ -40,7 +40,7 @@ def cmd_materialise(args):
 
 
 def cmd_check(args):
-    from ..verify import check
+    from hyperrestart.vendor.verify import check
     lock = _load(args)
     profiles = [lock.check_profile(args.profile)] if args.profile else lock.profiles
     problems = check(lock, _names(lock, args), profiles, **_source_kwargs(args))
@@ -51,33 +51,33 @@ def cmd_check(args):
 
 
 def cmd_status(args):
-    from ..status import status
+    from hyperrestart.vendor.status import status
     lock = _load(args)
     return status(lock, _names(lock, args), Path(args.dest))
 
 
 def cmd_lock(args):
-    from ..verify import relock
+    from hyperrestart.vendor.verify import relock
     lock = _load(args)
     relock(lock, _names(lock, args), **_source_kwargs(args))
     return 0
 
 
 def cmd_drift(args):
-    from ..drift import drift
+    from hyperrestart.vendor.drift import drift
     lock = _load(args)
     return drift(lock, _names(lock, args), args.ref, **_source_kwargs(args))
 
 
 def cmd_pack(args):
-    from ..bundle import pack
+    from hyperrestart.vendor.bundle import pack
     lock = _load(args)
     pack(lock, _names(lock, args), Path(args.file), **_source_kwargs(args))
     return 0
 
 
 def cmd_export(args):
-    from ..export import export
+    from hyperrestart.vendor.export import export
     return export(_load(args), args.name, Path(args.dest), message=args.message)
 
 

@@ -1,21 +1,13 @@
 """The paper's P3 metric and run summaries.
 
-The metric's single source is the runner (overlay/hyperdecoders/hyperdecoder/p3_trainer.py, which must also work
-inside the hyperdecoders tree without this package); it is loaded from there, like hyperrestart.scheduler.
+The metric's single source is the runner (overlay/hyperdecoders/hyperdecoder/p3_runner/evaluation.py, which must
+also work inside the hyperdecoders tree without this package); it is loaded from there (hyperrestart.p3.runner).
 """
 import csv
 from pathlib import Path
 
-from ..errors import HyperrestartError
-from ..overlay_import import load_overlay_module
-from ..paths import OVERLAY_DIR
-
-RUNNER_FILE = OVERLAY_DIR / "hyperdecoders" / "hyperdecoder" / "p3_trainer.py"
-
-
-def runner_module():
-    """The P3 runner as a module (imports torch)."""
-    return load_overlay_module("hyperrestart._p3_trainer", RUNNER_FILE)
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.p3.runner import runner_module  # noqa: F401  (the runner's loader, imported here by callers)
 
 
 def rouge_l(predictions, references, tasks=None):
@@ -28,7 +20,7 @@ def summarize(run_dir):
     path = Path(run_dir) / "eval_log.csv"
     if not path.exists():
         raise HyperrestartError(f"{path} not found; is {run_dir} a P3 run folder (hyperrestart p3 --output-dir)?")
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8") as handle:
         rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
     if not rows:
         raise HyperrestartError(f"{path} has no evaluations yet")

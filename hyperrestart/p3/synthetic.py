@@ -16,7 +16,7 @@ SYNTHETIC_TASKS = ("quarel_choose_between", "quarel_logic_test", "sciq_Direct_Qu
 # --- the tiny learnable default -----------------------------------------------------------------------------------
 # Bump when tiny_examples, TINY_ROWS_PER_TASK or TINY_HOLDOUT change: the cache key includes it.
 TINY_VERSION = "p3-tiny-v2"
-# Words that are single pieces of the tiny T5's vocabulary (hyperrestart.tiny), so a rule is one token per word.
+# Words that are single pieces of the tiny T5's vocabulary (hyperrestart.upstream.tiny), so a rule is one token per word.
 TINY_WORDS = "cat car buy read see like love help find move open close take sell write visit".split()
 TINY_RULES = {  # task -> (prefix naming the rule, rule over the word list)
     "quarel_choose_between": ("copy:", lambda words: words),
@@ -55,10 +55,10 @@ def tiny_examples(task, count, seed=0):
 def tiny_p3_data(cache_dir=None):
     """The prepared tiny P3 folder (prepare-p3 output over tiny_examples in the jsonl layout); generated once, cached
     under <cache>/tiny/TINY_VERSION."""
-    from ..tiny import _build_once, _tiny_root
+    from hyperrestart.upstream.tiny import _build_once, _tiny_root
 
     def build(folder):
-        from .prepare import prepare
+        from hyperrestart.p3.prepare import prepare
 
         write_synthetic_p3(folder / "source", "jsonl", tasks=tuple(TINY_RULES), count=TINY_ROWS_PER_TASK,
                            examples=tiny_examples)
@@ -139,8 +139,8 @@ def write_synthetic_p3(root, layout, tasks=SYNTHETIC_TASKS, count=60, split="tra
 
 
 def tiny_t5_dir(path=None):
-    """The tiny random T5 + SentencePiece tokenizer of hyperrestart.tiny (generated once, cached); `path` is not used
+    """The tiny random T5 + SentencePiece tokenizer of hyperrestart.upstream.tiny (generated once, cached); `path` is not used
     (the model lives in the shared cache)."""
-    from ..tiny import tiny_model_dir
+    from hyperrestart.upstream.tiny import tiny_model_dir
 
     return Path(tiny_model_dir())

@@ -1,4 +1,5 @@
-"""P3 task lists, the task -> original dataset mapping, and T0's per-dataset caps.
+"""P3 task lists, the task -> original dataset mapping, T0's per-dataset caps and the seeded sample a capped task
+keeps.
 
 A P3 task name is ``{dataset}_{prompt template}``, where ``{dataset}`` is a Hugging Face dataset name with its subset
 joined by ``_`` (``adversarial_qa_dbidaf``, ``duorc_SelfRC``, ``super_glue_boolq``). The split between dataset and
@@ -6,10 +7,11 @@ template is not recoverable from the name alone, so we match the longest prefix 
 the P3/T0 mixtures). T0 treats each dataset *subset* as its own dataset for the caps (adversarial_qa_dbidaf and
 adversarial_qa_dbert are capped separately), and so do we.
 """
+import hashlib
 from importlib import resources
 from pathlib import Path
 
-from ..errors import HyperrestartError
+from hyperrestart.core.errors import HyperrestartError
 
 # Every dataset (with subset) in bigscience/P3, as the prefix of its task names, with its number of prompt templates
 # in P3 (its train tasks, without the *_score_eval copies). T0's cap divides by this number whatever subset of the
@@ -94,3 +96,12 @@ def per_task_caps(rows, cap_per_dataset=500000, cap_per_task=None):
             cap = min(cap, cap_per_task) if cap is not None else cap_per_task
         caps[task] = cap
     return caps
+
+
+def sample_rows(total, cap, seed, task):
+    """Sorted indices of the `cap` rows kept of a task's `total` (uniform, without replacement, reproducible):
+    numpy default_rng([seed, first 8 bytes of sha256(task name) as a little-endian integer])."""
+    import numpy as np
+
+    task_key = int.from_bytes(hashlib.sha256(task.encode()).digest()[:8], "little")
+    return np.sort(np.random.default_rng([seed, task_key]).choice(total, size=cap, replace=False))

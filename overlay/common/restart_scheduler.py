@@ -29,9 +29,14 @@ from torch.optim import lr_scheduler as _torch_schedulers
 
 logger = logging.getLogger(__name__)
 
+# The one table of lr scheduler names, used by both upstream trainers (their arg_to_scheduler), the P3 runner and
+# hyperrestart. The restart schedule's name, and its aliases with the reason each is kept:
 SCHEDULER_NAME = "cosine_annual_w_restarts"
-# The paper's released hyperformer configs spell the scheduler this way.
-SCHEDULER_ALIASES = ("consine_annealing_restart",)
+ALIAS_REASONS = {
+    "consine_annealing_restart": "the paper's released hyperformer configs spell it so",
+    "restart": "the P3 runner's name for it before the scheduler names were unified",
+}
+SCHEDULER_ALIASES = tuple(ALIAS_REASONS)
 SCHEDULER_NAMES = (SCHEDULER_NAME,) + SCHEDULER_ALIASES
 WSD_NAME = "wsd"
 ADAPTIVE_NAME = "adaptive_restart"
@@ -42,6 +47,17 @@ SCOPES = ("all", "hypernetwork", "backbone")
 AFTER_LIMIT = ("eta_min", "constant")
 WSD_SHAPES = ("linear", "cosine", "sqrt")
 ADAPTIVE_CRITERIA = ("loss", "gradient", "either")
+# The upstream trainers' other schedules (their arg_to_scheduler): name -> the transformers function that makes it
+# (each takes optimizer, warmup steps[, total steps]).
+HF_SCHEDULERS = {
+    "linear": "get_linear_schedule_with_warmup",
+    "cosine": "get_cosine_schedule_with_warmup",
+    "cosine_w_restarts": "get_cosine_with_hard_restarts_schedule_with_warmup",
+    "polynomial": "get_polynomial_decay_schedule_with_warmup",
+    "constant": "get_constant_schedule",
+    "constant_w_warmup": "get_constant_schedule_with_warmup",
+}
+ALL_SCHEDULER_NAMES = FAMILY_NAMES + tuple(HF_SCHEDULERS)
 
 # Defaults from the paper's README (both trainers).
 DEFAULT_T0 = 1
@@ -544,10 +560,9 @@ def check_alignment(max_steps, t_0, t_mult, warmup_steps=0, unit="steps", cycle_
 
 
 def canonical_scheduler_name(name):
-    """Map the paper configs' misspelled alias to the canonical name, saying so in the log."""
+    """Map an alias of the restart schedule (ALIAS_REASONS) to its canonical name, saying so in the log."""
     if name in SCHEDULER_ALIASES:
-        logger.warning("lr_scheduler %r is an alias of %r (the paper's released hyperformer configs use it)",
-                       name, SCHEDULER_NAME)
+        logger.warning("lr_scheduler %r is an alias of %r (%s)", name, SCHEDULER_NAME, ALIAS_REASONS[name])
         return SCHEDULER_NAME
     return name
 

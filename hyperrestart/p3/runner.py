@@ -1,0 +1,28 @@
+"""Where the P3 runner lives and how the tool loads it.
+
+The runner is overlay code (overlay/hyperdecoders/hyperdecoder/: the entry script p3_trainer.py and its package
+p3_runner/), because it must also run inside the hyperdecoders tree without this package; the tool imports those same
+files, like hyperrestart.upstream.scheduler does the restart scheduler.
+"""
+from hyperrestart.core.overlay_import import load_overlay_module
+from hyperrestart.core.paths import OVERLAY_DIR
+
+RUNNER_DIR = OVERLAY_DIR / "hyperdecoders" / "hyperdecoder"
+RUNNER_FILE = RUNNER_DIR / "p3_trainer.py"
+RUNNER_PACKAGE = RUNNER_DIR / "p3_runner"
+
+
+def runner_files():
+    """The runner's files, relative to RUNNER_DIR (the entry script first): what bootstrap drops into the tree."""
+    package = sorted(p.relative_to(RUNNER_DIR) for p in RUNNER_PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+    return [RUNNER_FILE.relative_to(RUNNER_DIR), *package]
+
+
+def runner_module():
+    """The P3 runner's entry script as a module (imports torch): main, parse_args, build_scheduler, rouge_l, ..."""
+    return load_overlay_module("hyperrestart._p3_trainer", RUNNER_FILE)
+
+
+def arguments_module():
+    """The runner's argument dataclasses (p3_runner/arguments.py) alone: no torch, no transformers."""
+    return load_overlay_module("hyperrestart._p3_runner_arguments", RUNNER_PACKAGE / "arguments.py")

@@ -1,0 +1,46 @@
+"""`hyperrestart report`: read runs, aggregate them into the paper's table layouts, write tables and figures."""
+import sys
+from pathlib import Path
+
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.files import atomic_write_text
+from hyperrestart.report.aggregate import aggregate, load_published, match_published
+from hyperrestart.report.figures import plot_curves
+from hyperrestart.report.runs import P3_METRIC, choose_split, load_runs
+from hyperrestart.report.tables import markdown_table, runs_csv, table_csv
+
+# --- entry point ------------------------------------------------------------------------------------------------
+def build_report(paths, out=None, published=None, split=None, select="last", digits=2, title=None,
+                 include_unfinished=False, figures=True, with_loss=False, warn=None):
+    """Load runs, score them on one split, aggregate, write table.md/table.csv/runs.csv (+ figures and their CSVs)
+    into `out`; returns the Markdown. Unusable runs are skipped with a warning (and listed under the table);
+    HyperrestartError when no run is left. split: auto (default: the spec's report.split, else auto), test, eval."""
+    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+    skipped = []
+    results = load_runs(paths, select, include_unfinished, warn, skipped)
+    spec_report = next((r.report for r in results if r.report), {})
+    results, split = choose_split(results, split or spec_report.get("split") or "auto", warn, skipped)
+    table = published if published not in (None, True) else spec_report.get("published")
+    if published is True and not table:
+        raise HyperrestartError("--published: the runs do not say which paper table they reproduce (the sweep "
+                                "spec's report.published); pass --published TABLE (table1, table2, table5)")
+    published_data = load_published(table) if published and table else None
+    columns, rows = aggregate(results, with_loss)
+    notes = match_published(rows, columns, published_data) if published_data else []
+    sources = sorted({r.extra["source"] for r in results})
+    notes.insert(0, f"scores: the {split} split of every run (from {', '.join(sources)})")
+    if skipped:
+        notes.append(f"{len(skipped)} run(s) skipped (see the warnings): {', '.join(skipped)}")
+    title = title or spec_report.get("title") or (published_data or {}).get("title")
+    markdown = markdown_table(columns, rows, digits, title, show_published=published_data is not None, notes=notes)
+    if out:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "table.md", markdown)
+        atomic_write_text(out / "table.csv", table_csv(columns, rows, show_published=published_data is not None))
+        atomic_write_text(out / "runs.csv", runs_csv(columns, results))
+        if figures:
+            label = P3_METRIC if results[0].kind == "p3" else "average metric (eval)"
+            plot_curves(rows, "metric", out / "metric_curves.png", title, label)
+            plot_curves(rows, "loss", out / "loss_curves.png", title)
+    return markdown

@@ -1,0 +1,111 @@
+"""Curve figures: the mean over seeds with a min-max band, and the applied lr on a second axis."""
+import csv
+import io
+import statistics
+from pathlib import Path
+
+from hyperrestart.core.files import atomic_path, atomic_write_text
+from hyperrestart.report.tables import csv_number
+
+# --- figures ----------------------------------------------------------------------------------------------------
+def _smooth(points, window):
+    """Trailing moving average over `window` points (the first points average what there is)."""
+    if window <= 1 or len(points) <= window:
+        return points
+    values = [v for _, v in points]
+    out, total = [], 0.0
+    for i, (step, value) in enumerate(points):
+        total += value
+        if i >= window:
+            total -= values[i - window]
+        out.append((step, total / min(i + 1, window)))
+    return out
+
+
+def seed_band(curves, window=1):
+    """[(step, mean, min, max, n seeds)] at the steps every non-empty seed curve has (each smoothed first)."""
+    curves = [_smooth(curve, window) for curve in curves if curve]
+    if not curves:
+        return []
+    maps = [dict(curve) for curve in curves]
+    common = set(maps[0]).intersection(*maps[1:])
+    band = []
+    for step in sorted(common):
+        values = [m[step] for m in maps]
+        band.append((step, statistics.fmean(values), min(values), max(values), len(values)))
+    return band
+
+
+def curve_bands(rows, kind):
+    """{arm: band} for "metric" or "loss" (loss smoothed over 1% of its points)."""
+    bands = {}
+    for row in rows:
+        curves = [r.curves.get(kind) or [] for r in row.runs]
+        window = max(1, max(map(len, curves)) // 100) if kind == "loss" else 1
+        band = seed_band(curves, window)
+        if band:
+            bands[row.arm] = band
+    return bands
+
+
+def curves_csv(rows, bands):
+    """arm, step, mean, min, max, n_seeds, lr_applied (the arm's lr at that optimizer step, when logged)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["arm", "step", "mean", "min", "max", "n_seeds", "lr_applied"])
+    for row in rows:
+        lr = dict(row.runs[0].curves.get("lr") or [])
+        for step, mean, low, high, n in bands.get(row.arm, []):
+            writer.writerow([row.arm, step, csv_number(mean), csv_number(low), csv_number(high), n, csv_number(lr.get(step))])
+    return buffer.getvalue()
+
+
+def draw_curves(rows, bands, kind, title=None, metric_label="metric"):
+    """The figure: per arm the mean over seeds (line) and the min–max over seeds (shaded band), and the lr each
+    optimizer step applied on a second axis (dashed); None when no arm has a curve."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not bands:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    lr_ax = ax.twinx()
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, row in enumerate(rows):
+        color = colors[i % len(colors)]
+        band = bands.get(row.arm)
+        if band:
+            steps, mean, low, high, n = zip(*band)
+            ax.plot(steps, mean, color=color, label=f"{row.arm} (n={max(n)})",
+                    marker="o" if len(steps) < 30 else None, markersize=3)
+            if max(n) > 1:
+                ax.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
+        lr = row.runs[0].curves.get("lr") or []
+        if lr:
+            lr_ax.plot(*zip(*lr), color=color, linestyle="--", linewidth=0.8, alpha=0.6)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(metric_label if kind == "metric" else "training loss")
+    lr_ax.set_ylabel("learning rate applied at the step (dashed)")
+    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    ax.legend(loc="best", fontsize="small")
+    name = "evaluation" if kind == "metric" else "training loss"
+    ax.set_title(f"{title or name}\nline: mean over seeds; band: min–max over seeds", fontsize="medium")
+    fig.tight_layout()
+    return fig
+
+
+def plot_curves(rows, kind, path, title=None, metric_label="metric"):
+    """Write PATH (PNG) and PATH with .csv (the plotted numbers); returns the PNG path, or None without curves."""
+    import matplotlib.pyplot as plt
+
+    bands = curve_bands(rows, kind)
+    fig = draw_curves(rows, bands, kind, title, metric_label)
+    if fig is None:
+        return None
+    path = Path(path)
+    atomic_write_text(path.with_suffix(".csv"), curves_csv(rows, bands))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,150 @@
+"""Running one sweep run: its job (command, fingerprint), the run lock, the completion marker, and relaunches."""
+import dataclasses
+import json
+import os
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.files import atomic_write_json
+from hyperrestart.core.locks import FileLock
+from hyperrestart.core.paths import PROJECT_ROOT
+from hyperrestart.sweep.runners import RUNNERS, expand_env
+from hyperrestart.sweep.spec import Run
+
+COMPLETE_MARKER = ".hyperrestart-complete.json"
+RUN_INFO = "sweep-run.json"
+RUN_LOG = "sweep.log"
+
+
+@dataclasses.dataclass
+class Job:
+    """Everything needed to execute one run (picklable, for submitit)."""
+
+    sweep_name: str
+    runner: str
+    run: Run
+    run_dir: str
+    extra_args: list
+    report: dict
+
+    @property
+    def fingerprint(self):
+        return self.run.fingerprint(self.runner, self.extra_args)
+
+    def overrides(self):
+        """The run's overrides with $VARS expanded (raises naming a missing variable)."""
+        return expand_env(self.run.overrides, f"run {self.run.index} ({self.run.name})")
+
+    def command(self, continuation=()):
+        return RUNNERS[self.runner].command(self.run.config, self.overrides(), self.run_dir,
+                                            (*self.extra_args, *continuation))
+
+
+def continuation_args(job):
+    """How a relaunch continues an unfinished `run` job: `--resume` from its last checkpoint, `--overwrite` when it
+    left files but no checkpoint (`hyperrestart run` refuses a folder holding a run unless told which); nothing for
+    a fresh folder or a P3 run (its runner resumes from its own checkpoints)."""
+    if job.runner != "run":
+        return ()
+    from hyperrestart.upstream.run_folder import run_entries
+    from hyperrestart.upstream.run_folder import latest_checkpoint
+    run_dir = Path(job.run_dir)
+    if latest_checkpoint(run_dir):
+        return ("--resume",)
+    return ("--overwrite",) if run_entries(run_dir) else ()
+
+
+def make_jobs(sweep, output_root, extra_args=()):
+    """One job per run, in OUTPUT_ROOT/<run name>; a run folder that resolves outside the root is an error."""
+    root = Path(output_root).resolve()
+    jobs = []
+    for run in sweep.runs:
+        run_dir = (root / run.name).resolve()
+        if run_dir.parent != root:
+            raise HyperrestartError(f"run {run.index} ({run.name}): its folder {root / run.name} resolves to "
+                                    f"{run_dir}, outside the output root {root}; rename the run or remove the link")
+        jobs.append(Job(sweep.name, sweep.runner, run, str(run_dir), list(sweep.args) + list(extra_args),
+                        sweep.report))
+    return jobs
+
+
+def completion(run_dir):
+    """The completion marker's content, or None when the run has not finished."""
+    marker = Path(run_dir) / COMPLETE_MARKER
+    try:
+        return json.loads(marker.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def is_finished(job):
+    """True when the run finished with this job's fingerprint; an error when it finished with another."""
+    done = completion(job.run_dir)
+    if done is None:
+        return False
+    if done.get("fingerprint") != job.fingerprint:
+        raise HyperrestartError(
+            f"{job.run_dir} holds a finished run with other settings (fingerprint {done.get('fingerprint')} != "
+            f"{job.fingerprint}: the config or overrides changed); use another --output-root or delete that directory")
+    return True
+
+
+
+
+class RunLock(FileLock):
+    """An exclusive flock on RUN_DIR/.sweep.lock: one process runs a sweep run at a time; a second is refused."""
+
+    def __init__(self, run_dir):
+        super().__init__(Path(run_dir) / ".sweep.lock")
+
+    def __enter__(self):
+        self._open()
+        if not self.try_exclusive():
+            self.handle.close()
+            raise HyperrestartError(f"{self.path.parent} is being run by another process right now; wait for it")
+        return self
+
+
+def execute(job, quiet=False):
+    """Run one job unless finished; returns 'skipped', 'done'; raises HyperrestartError when the runner fails."""
+    if is_finished(job):
+        if not quiet:
+            print(f"[{job.run.index}] {job.run.name}: finished already, skipped", flush=True)
+        return "skipped"
+    run_dir = Path(job.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):
+        command = job.command(continuation_args(job))
+        RUNNERS[job.runner].prepare(job.run.config, job.overrides(), run_dir)
+        info = {"sweep": job.sweep_name, "runner": job.runner, "index": job.run.index, "name": job.run.name,
+                "arm": job.run.arm, "seed": job.run.seed, "labels": job.run.labels, "config": job.run.config,
+                "overrides": [[k, v] for k, v in job.run.overrides], "report": job.report,
+                "fingerprint": job.fingerprint, "command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        atomic_write_json(run_dir / RUN_INFO, info)
+        if not quiet:
+            print(f"[{job.run.index}] {job.run.name}: {shlex.join(command[1:])}", flush=True)
+        started = time.monotonic()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(PROJECT_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        with open(run_dir / RUN_LOG, "ab") as log:
+            log.write(f"$ {shlex.join(command)}\n".encode())
+            log.flush()
+            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        elapsed = time.monotonic() - started
+        if code != 0:
+            tail = (run_dir / RUN_LOG).read_text(errors="replace").splitlines()[-15:]
+            raise HyperrestartError(f"run {job.run.index} ({job.run.name}) failed with exit code {code} after "
+                                    f"{elapsed:.0f}s; log: {run_dir / RUN_LOG}\n  " + "\n  ".join(tail))
+        atomic_write_json(run_dir / COMPLETE_MARKER, dict(info, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                                           seconds=round(elapsed, 1)))
+    if not quiet:
+        print(f"[{job.run.index}] {job.run.name}: done in {elapsed:.1f}s", flush=True)
+    return "done"
+
+
+def execute_submitted(job):
+    """The function submitit runs on a node (must be importable): execute one job, return its status."""
+    return execute(job)

@@ -1,0 +1,12 @@
+"""The P3 runner's parts, one concern each; p3_trainer.py (beside this folder) is the entry script.
+
+arguments   the options: ModelArguments / DataArguments / P3TrainingArguments read by HfArgumentParser
+schedules   the lr schedule (the restart scheduler's one name table, transformers' schedules)
+distributed the processes (torchrun/DDP) and their all-reduce
+data        prepared P3 -> tokenized splits, length-grouped global batches, collation
+model       T5 or hyperdecoders' adapter T5, the optimizer
+checkpoints checkpoint folders, RNG states, exact resume
+evaluation  greedy generation and the paper's Rouge-L
+logs        train/eval CSV logs, run_config.json, TensorBoard / wandb
+train       main(): the named steps of a run, and the training loop
+"""
