@@ -140,7 +140,7 @@ def test_one_scheduler_table_for_p3_and_the_upstreams():
     runner_module()
     assert schedules.restart_scheduler() is upstream_scheduler._module  # the same file, loaded once
     assert schedules.scheduler_names() == upstream_scheduler.ALL_SCHEDULER_NAMES
-    assert set(upstream_scheduler.ALL_SCHEDULER_NAMES) == set(upstream_scheduler.SCHEDULER_NAMES) | set(
+    assert set(upstream_scheduler.ALL_SCHEDULER_NAMES) == set(upstream_scheduler.FAMILY_NAMES) | set(
         upstream_scheduler.HF_SCHEDULERS)
     assert set(upstream_scheduler.HF_SCHEDULERS) == {"linear", "cosine", "cosine_w_restarts", "polynomial",
                                                      "constant", "constant_w_warmup"}

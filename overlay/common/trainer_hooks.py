@@ -59,14 +59,14 @@ def make_diagnostics(model, optimizer, scheduler, args, out_dir, start_step, wri
     return diagnostics
 
 
-def observe_step(diagnostics, scheduler, step, step_loss):
+def observe_step(diagnostics, scheduler, step, step_loss, feed=True, mark=True):
     """After optimizer.step() and before scheduler.step(): record optimizer step `step` (1-based) and feed an
     adaptive restart the step's loss (mean over processes) and g . dtheta (the same on every process: the gradients
-    are all-reduced)."""
+    are all-reduced). feed / mark false (the P3 runner between scheduler steps): no observation / no restart mark."""
     if diagnostics is not None:
-        diagnostics.on_update(step, step_loss, scheduler)
+        diagnostics.on_update(step, step_loss, scheduler if mark else None)
     observes = getattr(scheduler, "observes", ())
-    if not observes:
+    if not observes or not feed:
         return
     loss = step_loss.detach().clone().float() if torch.is_tensor(step_loss) else torch.tensor(float(step_loss))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
