@@ -441,3 +441,17 @@ def test_lr_schedule_of_a_config_follows_each_family_member():
         rs.lr_schedule({"lr_scheduler": "adaptive_restart"}, 10)
     with pytest.raises(HyperrestartError, match="wsd_decay_steps must be an integer >= 1, got 0"):
         rs.lr_schedule({"lr_scheduler": "wsd"}, 10)
+
+
+@pytest.mark.parametrize("config,problem", [
+    ({"lr_scheduler": "wsd", "max_steps": 100}, "wsd_decay_steps must be an integer >= 1, got 0"),
+    ({"lr_scheduler": "cosine_annual_w_restarts", "restart_peak_decay": 2.0}, "restart_peak_decay must be in (0, 1]"),
+    ({"lr_scheduler": "constant", "restart_scope": "hypernetwork"}, "restart_scope 'hypernetwork' needs a restart"),
+    ({"lr_scheduler": "adaptive_restart", "max_steps": 50, "adaptive_restart_criterion": "x"},
+     "adaptive_restart_criterion must be one of loss, gradient, either, got 'x'"),
+])
+def test_run_preflight_names_a_bad_family_argument(config, problem):
+    from hyperrestart.upstream.arguments import schedule_problems
+    assert [p for p in schedule_problems(config) if problem in p]
+    assert schedule_problems({"lr_scheduler": "wsd", "max_steps": 100, "wsd_decay_steps": 10}) == []
+    assert schedule_problems({"lr_scheduler": "linear"}) == []
