@@ -390,7 +390,7 @@ def test_the_report_states_evidence_per_arm_and_plots_diagnostics(p3_runs, tmp_p
     for run in sorted(p3_runs.iterdir()):
         scores = [60.0 + (i % 7) for i in range(16)]
         (run / "eval" / "step_4_predictions.jsonl").write_text(
-            "".join(json.dumps({"task": "a", "rougeL": s}) + "\n" for s in scores))
+            "".join(json.dumps({"task": "a", "rougeL": s / 100}) + "\n" for s in scores))
         (run / "diagnostics.csv").write_text(
             "step,loss,restart,hypernetwork_grad_norm,hypernetwork_update_norm,hypernetwork_lr,"
             "hypernetwork_grad_dot_update,backbone_grad_norm,backbone_update_norm,backbone_lr,backbone_grad_dot_update\n"

@@ -219,8 +219,9 @@ def mean_std_n(values, digits=2):
 
 
 # --- the report's use: every arm against its baseline arm ----------------------------------------------------------
-def per_example_scores(run_path, step):
-    """[per-example Rouge-L] of a P3 run's evaluation at `step` (eval/step_N_predictions.jsonl), or None."""
+def per_example_scores(run_path, step, scale=100.0):
+    """[per-example Rouge-L x 100] of a P3 run's evaluation at `step` (eval/step_N_predictions.jsonl holds them in
+    [0, 1]; the run's Rouge-L is their mean x 100, as the paper reports it), or None."""
     import json
     from pathlib import Path
     path = Path(run_path) / "eval" / f"step_{step}_predictions.jsonl"
@@ -233,7 +234,7 @@ def per_example_scores(run_path, step):
                 value = json.loads(line).get("rougeL")
                 if value is None:
                     return None
-                scores.append(float(value))
+                scores.append(float(value) * scale)
     return scores or None
 
 
