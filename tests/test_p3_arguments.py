@@ -115,7 +115,7 @@ def test_the_script_refuses_an_unknown_key_in_one_line(tmp_path):
 def test_runner_option_kinds_are_the_dataclass_fields():
     kinds = runner_option_kinds()
     fields = set(arguments_module().option_fields())
-    assert set(kinds) == fields and "config" not in kinds and len(kinds) == 52
+    assert set(kinds) == fields and "config" not in kinds and len(kinds) == 65  # 52 + the 13 restart-family, scope and diagnostics options
     assert kinds["learning_rate"] == {"float"} and kinds["max_steps"] == {"int"}
     assert kinds["stop_at_step"] == {"int", "null"} and kinds["tf32"] == {"bool"}
     assert kinds["model"] == {"str"} and kinds["data_dir"] == {"null", "str"}
@@ -140,7 +140,7 @@ def test_one_scheduler_table_for_p3_and_the_upstreams():
     runner_module()
     assert schedules.restart_scheduler() is upstream_scheduler._module  # the same file, loaded once
     assert schedules.scheduler_names() == upstream_scheduler.ALL_SCHEDULER_NAMES
-    assert set(upstream_scheduler.ALL_SCHEDULER_NAMES) == set(upstream_scheduler.SCHEDULER_NAMES) | set(
+    assert set(upstream_scheduler.ALL_SCHEDULER_NAMES) == set(upstream_scheduler.FAMILY_NAMES) | set(
         upstream_scheduler.HF_SCHEDULERS)
     assert set(upstream_scheduler.HF_SCHEDULERS) == {"linear", "cosine", "cosine_w_restarts", "polynomial",
                                                      "constant", "constant_w_warmup"}

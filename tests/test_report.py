@@ -383,3 +383,35 @@ def test_published_table2_maps_arms_to_the_papers_rows_and_says_what_has_no_coun
     out = capsys.readouterr().out
     assert "_Table 1 reports Avg, which is not a column of these runs: no published numbers shown_" in out
     assert "_arm t5_restart has no published counterpart in Table 1_" in out
+
+
+def test_the_report_states_evidence_per_arm_and_plots_diagnostics(p3_runs, tmp_path):
+    """Each arm against its baseline: the difference, its CIs (seeds; seeds + examples from the predictions), the
+    p-value of the paired t-test (both arms have seeds 1 and 2), a verdict, the seeds needed; diagnostics plotted."""
+    from hyperrestart.report import evidence
+    for run in sorted(p3_runs.iterdir()):
+        scores = [60.0 + (i % 7) for i in range(16)]
+        (run / "eval" / "step_4_predictions.jsonl").write_text(
+            "".join(json.dumps({"task": "a", "rougeL": s / 100}) + "\n" for s in scores))
+        (run / "diagnostics.csv").write_text(
+            "step,loss,restart,hypernetwork_grad_norm,hypernetwork_update_norm,hypernetwork_lr,"
+            "hypernetwork_grad_dot_update,backbone_grad_norm,backbone_update_norm,backbone_lr,backbone_grad_dot_update\n"
+            "1,2.0,,1.0,0.1,0.001,,2.0,0.2,0.001,\n2,1.5,cycle 2 starts,0.9,0.1,0.001,,1.8,0.2,0.001,\n"
+            "3,1.2,,0.8,0.05,0.0005,,1.7,0.1,0.001,\n")
+    out = tmp_path / "out"
+    assert cli_main(["report", str(p3_runs), "--out", str(out)]) == 0
+    markdown = (out / "table.md").read_text()
+    expected = evidence.compare({1: 64.0, 2: 64.4}, {1: 63.0, 2: 63.5})
+    assert expected.test == "paired t"
+    line = next(x for x in markdown.splitlines() if x.startswith("- **restart** vs no_restart: "))
+    assert line == "- **restart** vs no_restart: " + evidence.format_evidence(
+        evidence.compare({1: 64.0, 2: 64.4}, {1: 63.0, 2: 63.5}, *[{s: [60.0 + (i % 7) for i in range(16)]
+                                                                     for s in (1, 2)}] * 2))
+    assert "95% CI seeds+examples [+0.00, +0.00]" in line  # identical per-example scores in both arms
+    assert "p = 0.0335 (paired t, n = 2 vs 2); restart better" in line  # differences 1.0 and 0.9: t = 19
+    assert "p = 0.0577 (paired t, n = 2 vs 2); not distinguishable with n = 2 seeds" in markdown  # worse arm
+    rows = list(csv.DictReader((out / "evidence.csv").open()))
+    assert [r["arm"] for r in rows] == ["restart", "worse"]
+    assert float(rows[0]["p_value"]) == pytest.approx(expected.p_value)
+    for arm in ("restart", "no_restart", "worse"):
+        assert (out / f"diagnostics_{arm}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -147,15 +147,16 @@ def test_from_args_reads_the_training_arguments_and_warns(caplog):
 
     with pytest.warns(UserWarning, match=r"max_steps=100 .*T_0=2, T_mult=3, warmup_steps=4"):
         sched = rs.restart_scheduler_from_args(make_optimizer(), Args(), num_training_steps=100)
-    assert (sched.T_0, sched.T_mult, sched.eta_min, sched.warmup_steps) == (2, 3, 1e-5, 4)
+    sgdr = sched.restart
+    assert (sgdr.t_0, sgdr.t_mult, sgdr.eta_min, sgdr.warmup_steps) == (2, 3, 1e-5, 4)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         rs.restart_scheduler_from_args(make_optimizer(), Args(), num_training_steps=4 + 2 + 6 + 18)
 
     class Bare:  # upstream arguments without the new fields: the README defaults
         restart_warmup_steps = None
-    sched = rs.restart_scheduler_from_args(make_optimizer(), Bare())
-    assert (sched.T_0, sched.T_mult, sched.eta_min, sched.warmup_steps) == (1, 2, 1e-6, 0)
+    sgdr = rs.restart_scheduler_from_args(make_optimizer(), Bare()).restart
+    assert (sgdr.t_0, sgdr.t_mult, sgdr.eta_min, sgdr.warmup_steps) == (1, 2, 1e-6, 0)
 
 
 def test_alias_maps_to_the_canonical_name_and_logs(caplog):

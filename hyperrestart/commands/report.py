@@ -43,8 +43,9 @@ def run(args):
                             figures=not args.no_figures, with_loss=args.with_loss)
     print(markdown, end="")
     if args.out:
-        names = ["table.md", "table.csv", "runs.csv", "metric_curves.png", "metric_curves.csv", "loss_curves.png",
-                 "loss_curves.csv"]
+        names = ["table.md", "table.csv", "runs.csv", "evidence.csv", "metric_curves.png", "metric_curves.csv",
+                 "loss_curves.png", "loss_curves.csv"]
         written = [n for n in names if (Path(args.out) / n).exists()]  # a figure with no curve data is not drawn
+        written += sorted(p.name for p in Path(args.out).glob("diagnostics_*.png"))
         print(f"\nwritten in {args.out}: {', '.join(written)}")
     return 0

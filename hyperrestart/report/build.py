@@ -5,7 +5,8 @@ from pathlib import Path
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.files import atomic_write_text
 from hyperrestart.report.aggregate import aggregate, load_published, match_published, order_as_published
-from hyperrestart.report.figures import plot_curves
+from hyperrestart.report.evidence import arm_evidence, evidence_csv, evidence_markdown
+from hyperrestart.report.figures import plot_curves, plot_diagnostics
 from hyperrestart.report.runs import AVERAGE, P3_METRIC, choose_split, exclude_non_finite, load_runs
 from hyperrestart.report.tables import markdown_table, runs_csv, table_csv
 
@@ -36,16 +37,23 @@ def build_report(paths, out=None, published=None, split=None, select="last", dig
         notes.append(f"{len(skipped)} run(s) skipped (see the warnings): {', '.join(skipped)}")
     title = title or spec_report.get("title") or (published_data or {}).get("title")
     markdown = markdown_table(columns, rows, digits, title, show_published=published_data is not None, notes=notes)
+    main_column = P3_METRIC if P3_METRIC in columns else AVERAGE
+    found = arm_evidence(rows, main_column)
+    if found:
+        markdown += "\n" + evidence_markdown(found, main_column, digits)
     if out:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "table.md", markdown)
         atomic_write_text(out / "table.csv", table_csv(columns, rows, show_published=published_data is not None))
         atomic_write_text(out / "runs.csv", runs_csv(columns, results))
+        if found:
+            atomic_write_text(out / "evidence.csv", evidence_csv(found))
         if figures:
             label = P3_METRIC if results[0].kind == "p3" else "average metric (eval)"
             plot_curves(rows, "metric", out / "metric_curves.png", title, label)
             plot_curves(rows, "loss", out / "loss_curves.png", title)
+            plot_diagnostics(rows, out)
     return markdown
 
 

@@ -115,3 +115,55 @@ def plot_curves(rows, kind, path, title=None, metric_label="metric"):
         fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path
+
+
+# --- step diagnostics (diagnostics.csv of the upstream trainers and the P3 runner) ---------------------------------
+DIAGNOSTICS = ("grad_norm", "update_norm", "lr")
+
+
+def read_diagnostics(run_path):
+    """{space: {metric: [(step, value)]}} and [(step, reason)] restarts from a run's diagnostics.csv, or None."""
+    path = Path(run_path) / "diagnostics.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    spaces = sorted({key.rsplit("_", 2)[0] for key in (rows[0] if rows else {}) if key.endswith("_grad_norm")})
+    series = {s: {m: [(int(r["step"]), float(r[f"{s}_{m}"])) for r in rows if r.get(f"{s}_{m}")] for m in DIAGNOSTICS}
+              for s in spaces}
+    restarts = [(int(r["step"]), r["restart"]) for r in rows if r.get("restart")]
+    return series, restarts
+
+
+def plot_diagnostics(rows, out_dir):
+    """diagnostics_<arm>.png per arm with diagnostics: gradient norm, update norm and applied lr per parameter space
+    of the arm's first run, restarts marked (dotted lines); returns the files written."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    written = []
+    for row in rows:
+        run = next((r for r in row.runs if (Path(r.path) / "diagnostics.csv").is_file()), None)
+        read = read_diagnostics(run.path) if run else None
+        if not read or not read[0]:
+            continue
+        series, restarts = read
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+        for ax, metric in zip(axes, DIAGNOSTICS):
+            for space, values in series.items():
+                if values[metric]:
+                    ax.plot(*zip(*values[metric]), label=space)
+            for step, _ in restarts:
+                ax.axvline(step, color="grey", linestyle=":", linewidth=0.8)
+            ax.set_title(metric.replace("_", " ") + (" (before clipping)" if metric == "grad_norm" else ""))
+            ax.set_xlabel("optimizer step")
+            ax.set_yscale("log" if metric != "lr" else "linear")
+            ax.legend()
+        fig.suptitle(f"{row.arm} (seed {run.seed}): {len(restarts)} restarts marked")
+        fig.tight_layout()
+        path = Path(out_dir) / f"diagnostics_{row.arm}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)
+        written.append(path)
+    return written

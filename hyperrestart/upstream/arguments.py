@@ -104,6 +104,22 @@ def check_config(config, spec: ArgumentSpec, upstream: Upstream, origin):
         problems.append(f"lr_scheduler {scheduler!r} (from {origin.get('lr_scheduler', 'the config')}) is not one "
                         f"of the schedulers {upstream.name} knows: {', '.join(spec.schedulers)}"
                         + (f"; did you mean {close[0]!r}?" if close else ""))
+    problems.extend(schedule_problems(config))
     if problems:
         raise HyperrestartError("\n  ".join([f"the {upstream.name} config has {len(problems)} problem(s); fix them "
                                              f"in the config file or the --set values:"] + problems))
+
+
+def schedule_problems(config):
+    """The restart family's argument checks (restart_scheduler.schedules_from_args) run before training: [problem]."""
+    from hyperrestart.upstream.scheduler import FAMILY_NAMES, schedules_from_args
+    name = config.get("lr_scheduler")
+    scope = config.get("restart_scope") or "all"
+    if name not in FAMILY_NAMES:
+        return [] if scope == "all" else [f"restart_scope {scope!r} needs a restart lr_scheduler "
+                                          f"({', '.join(FAMILY_NAMES)}), got {name!r}"]
+    try:
+        schedules_from_args(config, config.get("max_steps") if (config.get("max_steps") or 0) > 0 else None)
+    except ValueError as exc:
+        return [str(exc)]
+    return []

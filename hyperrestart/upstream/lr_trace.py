@@ -70,10 +70,11 @@ def restart_steps(trace, rel=1e-6):
 
 
 def initial_lr(config) -> float:
-    """The lr before the first optimizer step for this config's scheduler (0 during a warmup)."""
-    from hyperrestart.upstream.scheduler import SCHEDULER_NAMES
+    """The lr before the first optimizer step for this config's scheduler (0 during a warmup; the restart family
+    warms up over restart_warmup_steps, every parameter group alike; the lr traced is the first group's)."""
+    from hyperrestart.upstream.scheduler import FAMILY_NAMES
     lr = float(config.get("learning_rate", 5e-5))
-    if config.get("lr_scheduler") in SCHEDULER_NAMES:
+    if config.get("lr_scheduler") in FAMILY_NAMES:
         return 0.0 if (config.get("restart_warmup_steps") or 0) > 0 else lr
     if config.get("lr_scheduler", "linear") != "constant" and (config.get("warmup_steps") or 0) > 0:
         return 0.0

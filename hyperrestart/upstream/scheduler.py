@@ -15,6 +15,17 @@ canonical_scheduler_name = _module.canonical_scheduler_name
 restart_scheduler_from_args = _module.restart_scheduler_from_args
 SCHEDULER_NAME = _module.SCHEDULER_NAME
 SCHEDULER_NAMES = _module.SCHEDULER_NAMES
+FAMILY_NAMES = _module.FAMILY_NAMES
+BASE_SCHEDULES = _module.BASE_SCHEDULES
+WSD_SHAPES = _module.WSD_SHAPES
+SCOPES = _module.SCOPES
+SGDR, WSD, AdaptiveRestart = _module.SGDR, _module.WSD, _module.AdaptiveRestart
+BASE_CLASSES = _module.BASE_CLASSES
+Constant, Linear, Cosine, Polynomial = _module.Constant, _module.Linear, _module.Cosine, _module.Polynomial
+GroupScheduler = _module.GroupScheduler
+schedules_from_args = _module.schedules_from_args
+
+
 # The upstreams' arg_to_scheduler: name -> transformers function (each takes optimizer, warmup[, total]).
 HF_SCHEDULERS = _module.HF_SCHEDULERS
 ALL_SCHEDULER_NAMES = _module.ALL_SCHEDULER_NAMES
@@ -46,10 +57,15 @@ def lr_schedule(config, max_steps):
     the restart scheduler on a dummy parameter, or transformers' schedule."""
     name = config.get("lr_scheduler", "linear")
     lr = float(config.get("learning_rate", 5e-5))
-    if name in SCHEDULER_NAMES:
-        canonical_scheduler_name(name)
-        t_0, t_mult, eta_min, warmup = restart_settings(config)
-        sched = RestartScheduler(_optimizer(lr), t_0=t_0, t_mult=t_mult, eta_min=eta_min, warmup_steps=warmup)
+    if name == _module.ADAPTIVE_NAME:
+        raise HyperrestartError("lr_scheduler adaptive_restart restarts when training says so: its lr is known only "
+                                "from a run (diagnostics.csv), not from the config")
+    if name in FAMILY_NAMES:
+        try:  # the restarted groups' lr (restart_scope does not change it)
+            restart, _, _ = schedules_from_args(dict(config, restart_scope="all"), max_steps)
+        except ValueError as exc:
+            raise HyperrestartError(str(exc)) from None
+        sched = GroupScheduler(_optimizer(lr), restart)
         group = sched.optimizer.param_groups[0]
         lrs = [group["lr"]]
         with warnings.catch_warnings():

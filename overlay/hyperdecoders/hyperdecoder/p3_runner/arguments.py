@@ -69,6 +69,22 @@ class P3TrainingArguments:
     warmup_steps: int = field(default=0, metadata=_help(
         "constant/linear/cosine/polynomial warmup, in scheduler steps"))
     polynomial_power: float = field(default=1.0)
+    # the restart family and per-group restarts (restart_scheduler.py); step counts in scheduler steps
+    restart_cycle_warmup: int = field(default=0, metadata=_help("linear warmup from eta_min at each restart"))
+    restart_peak_decay: float = field(default=1.0, metadata=_help("each cycle's peak = the previous one's x this"))
+    restart_cycle_limit: int = field(default=0, metadata=_help("cycles before the restarts stop (0: no limit)"))
+    restart_after_limit: Literal["eta_min", "constant"] = field(default="eta_min")
+    wsd_decay_steps: int = field(default=0, metadata=_help("wsd: steps of the final decay"))
+    wsd_decay_shape: Literal["linear", "cosine", "sqrt"] = field(default="linear")
+    adaptive_restart_period: int = field(default=0, metadata=_help("adaptive_restart: cosine length (0: the run)"))
+    adaptive_restart_criterion: Literal["loss", "gradient", "either"] = field(default="loss")
+    adaptive_restart_window: int = field(default=10)
+    adaptive_restart_min_cycle: int = field(default=100)
+    restart_scope: Literal["all", "hypernetwork", "backbone"] = field(default="all", metadata=_help(
+        "the parameter groups that restart; the others follow --base_lr_scheduler"))
+    base_lr_scheduler: Literal["constant", "linear", "cosine", "polynomial"] = field(default="constant")
+    step_diagnostics: bool = field(default=True, metadata=_help(
+        "per-step, per-space gradient/update norms, lr and loss: diagnostics.csv and TensorBoard"))
     scheduler_step_unit: int = field(default=1, metadata=_help(
         "optimizer steps per scheduler step (released runner: 10000 batch-1 steps)"))
     max_steps: int = field(default=1000, metadata=_help("optimizer steps"))

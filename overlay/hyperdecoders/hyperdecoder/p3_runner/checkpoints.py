@@ -34,7 +34,7 @@ def checkpoints(output_dir):
     return [p for _, p in sorted(found)]
 
 
-def save_checkpoint(args, dist, model, tokenizer, optimizer, scheduler, state):
+def save_checkpoint(args, dist, model, tokenizer, optimizer, scheduler, state, diagnostics=None):
     """OUTPUT_DIR/checkpoint-STEP (written to a temp folder, then renamed); rank 0 writes, RNG per rank."""
     step = state["step"]
     final = Path(args.output_dir) / f"checkpoint-{step}"
@@ -50,6 +50,10 @@ def save_checkpoint(args, dist, model, tokenizer, optimizer, scheduler, state):
         tokenizer.save_pretrained(tmp)
         torch.save({"state": state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": rngs, "args": vars(args)}, tmp / "trainer_state.pt")
+        if diagnostics is not None:  # rows up to this step; the last update when an adaptive restart needs it
+            from .schedules import trainer_hooks
+
+            trainer_hooks().save_diagnostics(diagnostics, scheduler, str(tmp), True)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         for old in checkpoints(args.output_dir)[:-args.save_total_limit] if args.save_total_limit else []:

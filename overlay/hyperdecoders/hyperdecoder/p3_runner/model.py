@@ -44,8 +44,16 @@ def load_model(args, source, tokenizer, tasks):
 
 
 def build_optimizer(args, model):
-    """AdamW, or Adafactor with a fixed lr (the released runner's settings), over the trainable parameters."""
+    """AdamW, or Adafactor with a fixed lr (the released runner's settings), over the trainable parameters; one
+    group per parameter space under --restart_scope hypernetwork/backbone (a scope the model lacks is refused)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if args.restart_scope != "all":
+        from .schedules import trainer_hooks
+
+        try:
+            params = trainer_hooks().scoped_param_groups(model, [{"params": params}], args)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
     if args.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay,
                                  betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)

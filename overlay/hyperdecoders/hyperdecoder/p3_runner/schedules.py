@@ -1,9 +1,11 @@
 """The lr schedule, counted in scheduler steps (one per --scheduler_step_unit optimizer steps). The names are the
 upstream trainers' own (restart_scheduler.py's one table): the restart schedule cosine_annual_w_restarts with its
 aliases, and transformers' linear / cosine / cosine_w_restarts / polynomial / constant / constant_w_warmup."""
+import importlib
 import importlib.util
 import logging
 import sys
+import types
 import warnings
 from pathlib import Path
 
@@ -32,6 +34,23 @@ def restart_scheduler():
     return sys.modules[SHARED_NAME]
 
 
+def trainer_hooks():
+    """overlay/common/trainer_hooks.py: the tree's copy (third_party.trainers) inside hyperdecoders, else the project's,
+    imported as a package over overlay/common that shares the restart_scheduler module loaded above."""
+    try:
+        from third_party.trainers import trainer_hooks as module
+        return module
+    except ImportError:
+        pass
+    name = "hyperrestart_overlay_common"
+    if name not in sys.modules:
+        package = types.ModuleType(name)
+        package.__path__ = [str(PROJECT_COPY.parent)]
+        sys.modules[name] = package
+        sys.modules[name + ".restart_scheduler"] = restart_scheduler()
+    return importlib.import_module(name + ".trainer_hooks")
+
+
 def scheduler_names():
     """Every lr_scheduler name the runner accepts: the upstream trainers' (the one table)."""
     return restart_scheduler().ALL_SCHEDULER_NAMES
@@ -47,7 +66,8 @@ def canonical_name(name):
 
 
 def is_restart(name):
-    return name in restart_scheduler().SCHEDULER_NAMES
+    """A schedule of the restart family (SGDR and its aliases, wsd, adaptive_restart)."""
+    return name in restart_scheduler().FAMILY_NAMES
 
 
 def build_scheduler(args, optimizer):
@@ -62,11 +82,12 @@ def build_scheduler(args, optimizer):
                        f"inside a scheduler step, not at a restart cycle end")
             warnings.warn(message)
             logger.warning(message)
-        else:
+        elif args.lr_scheduler in module.SCHEDULER_NAMES and not args.restart_cycle_limit:
             module.check_alignment(total, args.restart_t0, args.restart_t_mult, args.restart_warmup_steps,
-                                   unit=f"scheduler steps of {unit} optimizer steps")
-        return module.RestartScheduler(optimizer, t_0=args.restart_t0, t_mult=args.restart_t_mult,
-                                       eta_min=args.eta_min, warmup_steps=args.restart_warmup_steps)
+                                   unit=f"scheduler steps of {unit} optimizer steps",
+                                   cycle_warmup=args.restart_cycle_warmup)
+        restart, base, scope = module.schedules_from_args(args, max(total, 1))
+        return module.GroupScheduler(optimizer, restart, base, scope)
     import transformers
 
     name = args.lr_scheduler

@@ -28,6 +28,7 @@ class Run:
         self.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "scheduler_steps": 0}
         self.train_log = self.eval_log = None
         self.reporters = []
+        self.diagnostics = None
 
 
 def main(argv=None):
@@ -41,6 +42,7 @@ def main(argv=None):
     if checkpoint:
         run.state = restore(checkpoint, run.optimizer, run.scheduler, run.dist.rank)
     open_logs(run)
+    make_diagnostics(run, checkpoint)
     if run.state["step"] == 0 and run.args.eval_at_start:
         run_evaluation(run, 0)
     train(run)
@@ -112,6 +114,17 @@ def open_logs(run):
                 layout["global_batch"], dist.world, layout["accumulation"], layout["micro_batch"])
 
 
+def make_diagnostics(run, checkpoint):
+    """Per-step, per-parameter-space diagnostics (trainer_hooks, as in the upstream trainers), written by rank 0."""
+    if not run.args.step_diagnostics:
+        return
+    from .schedules import trainer_hooks
+
+    run.diagnostics = trainer_hooks().make_diagnostics(
+        unwrap(run.model), run.optimizer, run.scheduler, run.args, str(run.output_dir), run.state["step"],
+        run.dist.main, str(checkpoint) if checkpoint else None)
+
+
 def run_evaluation(run, step):
     """Rank 0 evaluates (eval_log.csv, reporters, one log line); every process waits for it."""
     if run.evalset is not None and run.dist.main:
@@ -164,17 +177,27 @@ def optimizer_step(run, group):
             loss = out.loss.float() * n_tokens / total_tokens
         (loss * dist.world).backward()
         loss_sum += float(loss.detach())
-    if run.args.max_grad_norm:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), run.args.max_grad_norm)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    run.state["step"] += 1
-    if run.state["step"] % run.args.scheduler_step_unit == 0:
-        run.scheduler.step()
-        run.state["scheduler_steps"] += 1
     loss_sum, source_tokens, padded, examples = dist.sum(
         loss_sum, sum(int(b["attention_mask"].sum()) for b in group),
         sum(b["input_ids"].numel() + b["labels"].numel() for b in group), sum(len(b["input_ids"]) for b in group))
+    if run.diagnostics is not None:  # gradients final, before clipping
+        run.diagnostics.on_gradients()
+    if run.args.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), run.args.max_grad_norm)
+    optimizer.step()
+    unit, step = run.args.scheduler_step_unit, run.state["step"] + 1
+    if run.diagnostics is not None or getattr(run.scheduler, "observes", ()):
+        from .schedules import trainer_hooks
+
+        # the restart mark on the first optimizer step of a scheduler step; an adaptive restart observes the
+        # optimizer step that ends a scheduler step
+        trainer_hooks().observe_step(run.diagnostics, run.scheduler, step, torch.tensor(float(loss_sum)),
+                                   feed=step % unit == 0, mark=(step - 1) % unit == 0)
+    optimizer.zero_grad(set_to_none=True)
+    run.state["step"] = step
+    if step % unit == 0:
+        run.scheduler.step()
+        run.state["scheduler_steps"] += 1
     return loss_sum, lr, total_tokens, int(source_tokens), int(padded), int(examples)
 
 
@@ -213,7 +236,8 @@ def train(run):
                 (args.eval_at_end and state["step"] == args.max_steps):
             run_evaluation(run, state["step"])
         if (args.save_steps and state["step"] % args.save_steps == 0) or state["step"] == end_step:
-            save_checkpoint(args, dist, run.model, run.tokenizer, run.optimizer, run.scheduler, state)
+            save_checkpoint(args, dist, run.model, run.tokenizer, run.optimizer, run.scheduler, state,
+                            run.diagnostics)
     if bar is not None:
         bar.close()
 
@@ -227,7 +251,7 @@ def save_final_model(run):
 
 def close(run):
     """Close the logs and reporters; leave the process group."""
-    for item in run.reporters + [run.train_log, run.eval_log]:
+    for item in run.reporters + [run.train_log, run.eval_log, run.diagnostics]:
         getattr(item, "close", lambda: None)()
     if run.dist.world > 1:
         torch.distributed.destroy_process_group()
