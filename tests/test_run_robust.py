@@ -136,7 +136,8 @@ def test_non_finite_config_values_are_refused(tmp_path, fake_dest, capsys, liter
 def test_out_of_range_settings_are_refused_at_preflight(tmp_path, fake_dest, capsys, item, message):
     assert _run(fake_dest, tmp_path / "out", "--set", item) == 1
     err = capsys.readouterr().err
-    assert message in err and "out of range" in err and not (tmp_path / "out").exists()
+    # restart settings are refused by the restart family's own checks (pre-flight), the others by upstream/ranges.py
+    assert message in err and ("out of range" in err or "problem(s)" in err) and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("item,message", [

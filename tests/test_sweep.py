@@ -205,7 +205,7 @@ grid:
     message = str(info.value)
     assert "`learning_rat` (from set) is not one of the options of the P3 runner" in message
     assert "did you mean learning_rate?" in message
-    assert "`lr_schedulr` (from grid.schedule.restart)" in message and "did you mean lr_scheduler?" in message
+    assert "`lr_schedulr` (from grid.schedule.restart)" in message and "did you mean lr_scheduler" in message
     assert "`optim.eta_min` (from grid.optim.eta_min) is not one of the options" in message
     assert "`max_step` (from --set)" in message
     assert "`output_dir` (from --set) is set by the sweep itself" in message
