@@ -150,6 +150,7 @@ def test_one_scheduler_table_for_p3_and_the_upstreams():
         assert parsed(as_flags(REQUIRED) + ["--lr_scheduler", name])["lr_scheduler"] == expected
 
 
+@pytest.mark.slow  # imports each patched trainer in its env (~10 s each)
 @pytest.mark.parametrize("name", ["hyperdecoders", "hyperformer"])
 def test_the_patched_trainers_take_exactly_the_table(name):
     """The trees' own arg_to_scheduler (read in the upstream's env) holds the same names as the P3 runner takes."""

@@ -385,6 +385,7 @@ def test_published_table2_maps_arms_to_the_papers_rows_and_says_what_has_no_coun
     assert "_arm t5_restart has no published counterpart in Table 1_" in out
 
 
+@pytest.mark.slow  # bootstrap CIs and diagnostics figures (~5 s)
 def test_the_report_states_evidence_per_arm_and_plots_diagnostics(p3_runs, tmp_path):
     """Each arm against its baseline: the difference, its CIs (seeds; seeds + examples from the predictions), the
     p-value of the paired t-test (both arms have seeds 1 and 2), a verdict, the seeds needed; diagnostics plotted."""

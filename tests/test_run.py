@@ -484,6 +484,7 @@ def _cycle_starts(config, steps):
     return [end + 1 for end in cycle_end_steps(t_0, t_mult, warmup, up_to=steps) if end + 1 <= steps]
 
 
+@pytest.mark.slow  # imports torch's schedulers per case (~3 s)
 @pytest.mark.parametrize("settings", [{}, {"restart_t0": 3}, {"restart_t0": 2, "restart_t_mult": 1},
                                       {"restart_warmup_steps": 3}, {"restart_warmup_steps": 5, "restart_t0": 4}])
 def test_restart_detection_finds_the_cycle_starts(settings):

@@ -130,6 +130,7 @@ def sgdr_expected(steps, base, **kw):
 
 
 # ---------------------------------------------------------------- every schedule against its closed form
+@pytest.mark.slow  # many settings at every step (~3 s)
 @pytest.mark.parametrize("kw", SGDR_SETTINGS, ids=[str(k) or "paper" for k in SGDR_SETTINGS])
 def test_sgdr_family_applied_lr_is_the_reference_at_every_step(kw):
     steps = 200
@@ -162,6 +163,7 @@ def test_wsd_applied_lr_is_the_reference_at_every_step(shape, warmup, decay, tot
         assert [row[g] for row in applied] == pytest.approx(expected, rel=1e-12, abs=1e-18)
 
 
+@pytest.mark.slow  # imports transformers per case (~1-2 s each)
 @pytest.mark.parametrize("name", rs.BASE_SCHEDULES)
 @pytest.mark.parametrize("warmup", [0, 7])
 def test_base_schedules_are_transformers_own_bit_for_bit(name, warmup):

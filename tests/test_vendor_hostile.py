@@ -81,6 +81,7 @@ PARSER_BYPASSED = ("import runpy, sys; sys.path.insert(0, sys.argv[1]); import h
                    "runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
+@pytest.mark.slow  # three verbs with the header check disabled (~2 s)
 def test_the_built_tree_check_refuses_a_symlink_even_when_the_header_check_misses_it(project):
     """Any gap in the header parser is harmless: after applying, before the swap, every entry of the built tree
     must be a regular file. Proved by switching the header check off (so which character hides the mode no longer

@@ -107,6 +107,7 @@ def test_an_old_tree_without_the_tools_marker_is_never_deleted(project):
     assert kept.read_text() == "weights\n" and not backups(project)
 
 
+@pytest.mark.slow  # two materialisations (~1.5 s)
 def test_regenerable_pycache_does_not_block_a_rebuild(project):
     assert project.run().returncode == 0
     write(project.tree / "pkg" / "__pycache__" / "trainer.cpython-311.pyc", "bytecode")
