@@ -13,14 +13,13 @@ from hyperrestart.analysis import directions, hessian, landscape
 from hyperrestart.analysis.objective import Objective, no_parameter_grads
 from hyperrestart.analysis.spaces import GeneratedSpace, ParameterSpace
 
-torch.set_default_dtype(torch.float64)
-
 
 @pytest.fixture(autouse=True)
 def _float64():
+    previous = torch.get_default_dtype()  # set per test, never at import: other files share the process
     torch.set_default_dtype(torch.float64)
     yield
-    torch.set_default_dtype(torch.float32)
+    torch.set_default_dtype(previous)
 
 
 # --- a quadratic with a known Hessian --------------------------------------------------------------------------

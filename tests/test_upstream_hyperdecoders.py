@@ -269,7 +269,8 @@ def test_tiny_run_with_two_cpu_processes_splits_the_data(tmp_path):
     assert result2.returncode == 0, result2.stdout[-3000:] + result2.stderr[-3000:]
     one, result1 = _cli_run(tmp_path, "one")
     assert result1.returncode == 0, result1.stdout[-3000:] + result1.stderr[-3000:]
-    tiny_steps, per_device = 16, 4
+    from hyperrestart.upstream.resolve import TINY_SETTINGS
+    tiny_steps, per_device = TINY_SETTINGS["max_steps"], 4
     ranks = {int(m[0]): m for m in PER_RANK.findall((two / "train.log").read_text())}
     assert sorted(ranks) == [0, 1] and all(m[1] == "2" for m in ranks.values())
     assert [int(ranks[r][2]) for r in (0, 1)] == [tiny_steps * per_device] * 2
