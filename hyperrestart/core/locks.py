@@ -1,6 +1,9 @@
 """Advisory lock files (flock): the one open-and-lock mechanism behind the destination, cache and sweep-run locks."""
 import fcntl
+import os
 from pathlib import Path
+
+from hyperrestart.core.errors import BusyError
 
 
 class FileLock:
@@ -48,3 +51,37 @@ class FileLock:
     def __exit__(self, *exc):
         fcntl.flock(self.handle, fcntl.LOCK_UN)
         self.handle.close()
+
+
+class RefusingLock(FileLock):
+    """An exclusive lock that refuses rather than waits: entering it while another process holds it raises `error`
+    with busy_message() (one line, computed while the file is still open), and nothing is held."""
+
+    error = BusyError
+
+    def busy_message(self) -> str:
+        raise NotImplementedError
+
+    def on_acquired(self):
+        """Called once the lock is held (e.g. record_pid)."""
+
+    def holder(self) -> str:
+        """The pid the holder recorded in the lock file (record_pid), or "unknown"."""
+        self.handle.seek(0)
+        return self.handle.read().strip() or "unknown"
+
+    def record_pid(self):
+        """Write this process's pid into the held lock file, for the message a second process gets."""
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f"{os.getpid()}\n")
+        self.handle.flush()
+
+    def __enter__(self):
+        self._open()
+        if not self.try_exclusive():
+            message = self.busy_message()
+            self.handle.close()
+            raise self.error(message)
+        self.on_acquired()
+        return self

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from hyperrestart.core.errors import BusyError, HyperrestartError
-from hyperrestart.core.locks import FileLock
+from hyperrestart.core.locks import FileLock, RefusingLock
 
 MANIFEST = "manifest.json"
 TEMP_TAG = "prepare-p3"
@@ -121,20 +121,16 @@ def clean_stale(out, say):
             lock.unlink(missing_ok=True)
 
 
-class ClaimLock(FileLock):
+class ClaimLock(RefusingLock):
     """OUT's lock file for this process (temp_path(out, "lock")), held exclusively and holding this pid."""
 
     def __init__(self, out):
         super().__init__(temp_path(out, "lock"))
 
-    def __enter__(self):
-        self._open()
-        if not self.try_exclusive():
-            self.handle.close()
-            raise BusyError(f"{self.path} is held by another process; wait for it to finish, or stop it")
-        self.handle.write(f"{os.getpid()}\n")
-        self.handle.flush()
-        return self
+    def busy_message(self):
+        return f"{self.path} is held by another process; wait for it to finish, or stop it"
+
+    on_acquired = RefusingLock.record_pid
 
     def __exit__(self, *exc):
         super().__exit__(*exc)

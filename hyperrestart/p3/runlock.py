@@ -1,35 +1,25 @@
 """One writer per P3 run folder: `hyperrestart p3` holds an exclusive lock on OUTPUT_DIR/.hyperrestart-p3.lock while
 the runner (and every worker it starts) writes there; a second `p3` on that folder is refused in one line. A run
 folder this launch created is removed again when the runner fails before writing anything into it."""
-import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from hyperrestart.core.errors import BusyError
-from hyperrestart.core.locks import FileLock
+from hyperrestart.core.locks import RefusingLock
 
 LOCK_NAME = ".hyperrestart-p3.lock"
 
 
-class RunFolderLock(FileLock):
+class RunFolderLock(RefusingLock):
     """An exclusive flock on OUTPUT_DIR/.hyperrestart-p3.lock holding this pid; BusyError when another holds it."""
 
     def __init__(self, output_dir):
         super().__init__(Path(output_dir) / LOCK_NAME)
 
-    def __enter__(self):
-        self._open()
-        if not self.try_exclusive():
-            self.handle.seek(0)
-            holder = self.handle.read().strip() or "unknown"
-            self.handle.close()
-            raise BusyError(f"{self.path.parent} is being written by another `hyperrestart p3` right now (pid "
-                            f"{holder}); wait for it to finish or stop it, or pick another --output-dir")
-        self.handle.seek(0)
-        self.handle.truncate()
-        self.handle.write(f"{os.getpid()}\n")
-        self.handle.flush()
-        return self
+    def busy_message(self):
+        return (f"{self.path.parent} is being written by another `hyperrestart p3` right now (pid {self.holder()}); "
+                f"wait for it to finish or stop it, or pick another --output-dir")
+
+    on_acquired = RefusingLock.record_pid
 
 
 def missing_folders(path):

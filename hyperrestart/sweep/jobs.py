@@ -10,7 +10,7 @@ from pathlib import Path
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.files import atomic_write_json
 from hyperrestart.core.limits import check_name_length
-from hyperrestart.core.locks import FileLock
+from hyperrestart.core.locks import RefusingLock
 from hyperrestart.core.progress import Heartbeat
 from hyperrestart.core.paths import PROJECT_ROOT
 from hyperrestart.sweep.runners import RUNNERS, expand_env
@@ -97,18 +97,16 @@ def is_finished(job):
 
 
 
-class RunLock(FileLock):
+class RunLock(RefusingLock):
     """An exclusive flock on RUN_DIR/.sweep.lock: one process runs a sweep run at a time; a second is refused."""
+
+    error = HyperrestartError
 
     def __init__(self, run_dir):
         super().__init__(Path(run_dir) / ".sweep.lock")
 
-    def __enter__(self):
-        self._open()
-        if not self.try_exclusive():
-            self.handle.close()
-            raise HyperrestartError(f"{self.path.parent} is being run by another process right now; wait for it")
-        return self
+    def busy_message(self):
+        return f"{self.path.parent} is being run by another process right now; wait for it"
 
 
 def execute(job, quiet=False):

@@ -8,9 +8,9 @@ import socket
 import time
 from pathlib import Path
 
-from hyperrestart.core.errors import BusyError, HyperrestartError
+from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.files import atomic_write_json
-from hyperrestart.core.locks import FileLock
+from hyperrestart.core.locks import RefusingLock
 from hyperrestart.core.paths import PROJECT_ROOT
 from hyperrestart.upstream.registry import load_config
 from hyperrestart.upstream.resolve import Resolved
@@ -72,21 +72,16 @@ MARKER = ".hyperrestart-run.json"  # written by `run` when it claims a folder: p
 LOCK = ".hyperrestart-run.lock"  # flock held while `run` writes the folder
 
 
-class RunFolderLock(FileLock):
+class RunFolderLock(RefusingLock):
     """An exclusive flock on OUT/.hyperrestart-run.lock while a run writes OUT; a second writer is refused."""
 
     def __init__(self, out):
         super().__init__(Path(out) / LOCK)
 
-    def __enter__(self):
-        self._open()
-        if not self.try_exclusive():
-            self.handle.close()
-            holder = read_marker(self.path.parent) or {}
-            raise BusyError(f"{self.path.parent} is being written by another `hyperrestart run` (pid "
-                            f"{holder.get('pid', '?')}, started {holder.get('started', '?')}); wait for it to finish "
-                            f"or choose another --output-dir")
-        return self
+    def busy_message(self):
+        holder = read_marker(self.path.parent) or {}
+        return (f"{self.path.parent} is being written by another `hyperrestart run` (pid {holder.get('pid', '?')}, "
+                f"started {holder.get('started', '?')}); wait for it to finish or choose another --output-dir")
 
 
 def read_marker(out: Path):

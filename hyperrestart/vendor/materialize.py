@@ -9,8 +9,8 @@ from hyperrestart.vendor.build import BASE_TAG, PATCHED_TAG, build_tree, collect
 from hyperrestart.vendor.destination import checked_destination
 from hyperrestart.vendor.state import STATE_FILE, DamagedStateError, read_state, write_state
 from hyperrestart.core.files import file_sha256
-from hyperrestart.core.errors import BusyError, HyperrestartError, LocalChangesError
-from hyperrestart.core.locks import FileLock
+from hyperrestart.core.errors import HyperrestartError, LocalChangesError
+from hyperrestart.core.locks import RefusingLock
 from hyperrestart.vendor.sources import cached_commit
 
 TMP_PREFIX = ".hyperrestart-tmp-"
@@ -20,24 +20,16 @@ REGENERABLE_DIR = "__pycache__"
 OWN_REFS = {"refs/heads/hyperrestart", f"refs/tags/{BASE_TAG}", f"refs/tags/{PATCHED_TAG}"}  # made by build_tree
 
 
-class DestinationLock(FileLock):
+class DestinationLock(RefusingLock):
     """An exclusive flock on DEST/.hyperrestart.lock: one bootstrap per destination at a time."""
 
     def __init__(self, dest: Path):
         super().__init__(Path(dest) / ".hyperrestart.lock")
 
-    def __enter__(self):
-        self._open()
-        if not self.try_exclusive():
-            self.handle.seek(0)
-            holder = self.handle.read().strip() or "unknown"
-            self.handle.close()
-            raise BusyError(f"another hyperrestart run holds {self.path} (pid {holder}); wait for it to finish")
-        self.handle.seek(0)
-        self.handle.truncate()
-        self.handle.write(str(os.getpid()))
-        self.handle.flush()
-        return self
+    def busy_message(self):
+        return f"another hyperrestart run holds {self.path} (pid {self.holder()}); wait for it to finish"
+
+    on_acquired = RefusingLock.record_pid
 
 
 def recover(dest: Path, log=print):
