@@ -14,7 +14,7 @@ On a CPU the clock is the process's CPU time (other processes on a shared machin
 thread does); on a GPU wall time after synchronising. Target: ratio <= 1.01.
 
     python benchmarks/group_scheduler_diagnostics.py [--size tiny|small|base] [--device cpu|cuda] [--steps 60]
-        [--repeats 5] [--batch 16] [--length 64] [--threads 1] [--diagnostics-every 50] [--trainable all|encoder-frozen]
+        [--repeats 5] [--batch 16] [--length 64] [--accumulation 1] [--threads 1] [--diagnostics-every 50] [--trainable all|encoder-frozen]
 """
 import argparse
 import os
@@ -83,12 +83,13 @@ class Arm:
             trained = {k: [p for _, p in v if p.requires_grad] for k, v in spaces.items()}
             self.diagnostics = diag.StepDiagnostics(trained, self.optimizer, out_dir, flush_every=every)
 
-    def step(self, batch, sync, step, clock, record=True):
+    def step(self, batch, sync, step, clock, record=True, accumulation=1):
         import torch
         sync()
         start = clock()
-        loss = self.model(**batch).loss
-        loss.backward()
+        for _ in range(accumulation):  # the trainers' gradient accumulation: diagnostics once per optimizer step
+            loss = self.model(**batch).loss / accumulation
+            loss.backward()
         if self.diagnostics is not None:
             self.diagnostics.on_gradients()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -107,7 +108,7 @@ def run_repeat(args, initial, batch, sync, clock, out_dir):
             for kind in ("plain", "per-group + diagnostics")]
     for i in range(args.warmup + args.steps):
         for arm in (arms if i % 2 == 0 else arms[::-1]):
-            arm.step(batch, sync, i + 1, clock, record=i >= args.warmup)
+            arm.step(batch, sync, i + 1, clock, record=i >= args.warmup, accumulation=args.accumulation)
     arms[1].diagnostics.close()
     return [statistics.median(arm.times) for arm in arms]
 
@@ -123,6 +124,8 @@ def main(argv=None):
     parser.add_argument("--length", type=int, default=64, help="input tokens (targets: a quarter)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--diagnostics-every", type=int, default=50, help="steps between CSV/TensorBoard writes")
+    parser.add_argument("--accumulation", type=int, default=1,
+                        help="forward/backward passes per optimizer step (the GLUE configs use 4, P3 1)")
     parser.add_argument("--trainable", choices=("all", "encoder-frozen"), default="all")
     args = parser.parse_args(argv)
 
@@ -150,7 +153,8 @@ def main(argv=None):
             full.append(f)
     ratios = [f / p for p, f in zip(plain, full)]
     print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, T5 {args.size} "
-          f"({params / 1e6:.1f}M params, {trained / 1e6:.1f}M trained), batch {args.batch}x{args.length}, "
+          f"({params / 1e6:.1f}M params, {trained / 1e6:.1f}M trained), batch {args.batch}x{args.length} "
+          f"x {args.accumulation} accumulated, "
           f"{args.steps} timed steps x {args.repeats} interleaved repeats, clock: "
           f"{'wall' if gpu else 'process CPU time'}")
     print(f"median step time  plain                    {statistics.median(plain) * 1e3:9.3f} ms")
