@@ -75,6 +75,44 @@ def test_generating_the_tiny_files_says_so(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().err == ""
 
 
+def test_p3_passes_the_runner_output_on_and_says_what_it_is_still_at(capsys, monkeypatch):
+    import os
+    import sys
+    from hyperrestart.p3.launch import call_with_heartbeat
+    monkeypatch.setattr(progress, "QUIET_LIMIT", 1.3)  # a heartbeat after 0.3 s of silence
+    code = ("import sys, time\n"
+            "print('2026-12-02 16:22:44,173 INFO p3_trainer: loading the model (tiny)', flush=True); time.sleep(1)\n"
+            "sys.stderr.write('bar \u2588 50%\\r'); sys.stderr.flush(); time.sleep(1)\n"
+            "print('done'); sys.exit(3)")
+    assert call_with_heartbeat([sys.executable, "-c", code], dict(os.environ), None) == 3
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["2026-12-02 16:22:44,173 INFO p3_trainer: loading the model (tiny)", "done"]
+    lines = err.splitlines()
+    assert lines[0] == "starting the P3 runner (importing torch and transformers) ..."
+    assert any(line.startswith("  still running the P3 runner (") and line.endswith("s): loading the model (tiny)")
+               for line in lines)
+    # a progress bar's open line is closed before the heartbeat speaks
+    assert any(line.startswith("  still running the P3 runner (") and line.endswith("s): bar \u2588 50%")
+               for line in lines)
+    assert "bar \u2588 50%\r" in err and "\r\n  still running" in err
+
+
+def test_materialising_says_something_every_few_seconds(tmp_path, capsys, monkeypatch):
+    from hyperrestart.vendor import materialize
+    monkeypatch.setattr(progress, "QUIET_LIMIT", 1.3)
+
+    def slow(lock, name, dest, profile, log=print, **kwargs):
+        log(f"{name}: applying 3 patch(es)")
+        time.sleep(0.8)
+        log(f"{name}: materialised")
+        return "materialised"
+    monkeypatch.setattr(materialize, "materialise_one", slow)
+    assert materialize.materialise(None, ["up"], tmp_path / "dest", "modern") == {"up": "materialised"}
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "up: applying 3 patch(es)" and lines[-1] == "up: materialised"
+    assert any(line.startswith("  still materialising up (") for line in lines[1:-1])
+
+
 # --- run --repeat ----------------------------------------------------------------------------------------------------
 
 

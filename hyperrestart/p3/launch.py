@@ -8,7 +8,9 @@ bootstrap put it there and every runner file equals the project's, else the proj
 """
 import json
 import os
+import re
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,7 +175,7 @@ def run_runner(launch, command, recorded=None):
             if changed:
                 print("warning: repeating with another setup, so the numbers may differ: " + "; ".join(changed),
                       flush=True)
-        code = subprocess.call(command, env=env, preexec_fn=lifeline.preexec(os.getpid()))
+        code = call_with_heartbeat(command, env, lifeline.preexec(os.getpid()))
         if code != 0:
             if fresh and sorted(p.name for p in output_dir.iterdir()) == sorted([repeat.shared.RUN_RECORD,
                                                                                   ".hyperrestart-p3.lock"]):
@@ -184,6 +186,58 @@ def run_runner(launch, command, recorded=None):
     if recorded and code == 0:
         print(repeat.shared.check_repeat(Path(launch.repeat), output_dir))
     return code
+
+
+def call_with_heartbeat(command, env, preexec):
+    """Run the runner, passing its stdout and stderr on as they come; whenever it is silent for a few seconds
+    (importing torch, tokenizing, generating at an evaluation), say what it is still at: its last line. Returns its
+    exit status."""
+    import threading
+
+    from hyperrestart.core.progress import Heartbeat
+
+    print("starting the P3 runner (importing torch and transformers) ...", file=sys.stderr, flush=True)
+    process = subprocess.Popen(command, env=env, preexec_fn=preexec, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = {"last": "starting (importing torch and transformers)", "open_line": False}
+
+    def say(seconds):
+        print(("\n" if seen["open_line"] else "") + f"  still running the P3 runner ({seconds:.0f}s): {seen['last']}",
+              file=sys.stderr, flush=True)
+        seen["open_line"] = False
+
+    with Heartbeat(say) as beat:
+        readers = [threading.Thread(target=_forward, args=(pipe, stream, beat, seen), daemon=True)
+                   for pipe, stream in ((process.stdout, sys.stdout), (process.stderr, sys.stderr))]
+        for reader in readers:
+            reader.start()
+        code = process.wait()
+        for reader in readers:
+            reader.join()
+    return code
+
+
+LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ \w+ [\w.]+: ")
+
+
+def _forward(pipe, stream, beat, seen):
+    """Copy `pipe` to `stream` chunk by chunk (progress bars' carriage returns included), noting the last line."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a chunk may end inside a character
+    while True:
+        chunk = os.read(pipe.fileno(), 65536)
+        text = decoder.decode(chunk, final=not chunk)
+        if not chunk:
+            stream.write(text)
+            break
+        stream.write(text)
+        stream.flush()
+        lines = [line.strip() for line in text.replace("\r", "\n").split("\n") if line.strip()]
+        if lines:
+            seen["last"] = LOG_PREFIX.sub("", lines[-1])[:100]
+        seen["open_line"] = not text.endswith("\n")
+        beat.touch()
+    pipe.close()
 
 
 def outputs_summary(output_dir):

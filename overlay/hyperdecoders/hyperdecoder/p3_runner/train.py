@@ -74,9 +74,10 @@ def autocast(run):
 
 def load_tokenizer_and_data(run):
     """Seed everything, then the tokenizer and the tokenized train and eval splits."""
+    args = run.args
+    logger.info("loading the tokenizer and data (%s)", args.data_dir)
     from transformers import AutoTokenizer, set_seed
 
-    args = run.args
     set_seed(args.seed)
     run.tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name or args.model_name_or_path)
     data = load_data(args, run.tokenizer)
@@ -96,6 +97,7 @@ def check_stream(checkpoint, state, stream):
 def load_model_and_optimizer(run, checkpoint):
     """The model (from the checkpoint when resuming), wrapped in DDP under several processes; optimizer, scheduler."""
     args = run.args
+    logger.info("loading the model (%s)", checkpoint or args.model_name_or_path)
     tasks = set(run.train.unique("task")) | (set(run.evalset.unique("task")) if run.evalset is not None else set())
     model = load_model(args, str(checkpoint or args.model_name_or_path), run.tokenizer, sorted(tasks))
     model = model.to(run.device)
@@ -139,6 +141,7 @@ def make_diagnostics(run, checkpoint):
 def run_evaluation(run, step):
     """Rank 0 evaluates (eval_log.csv, reporters, one log line); every process waits for it."""
     if run.evalset is not None and run.dist.main:
+        logger.info("step %d: evaluating (%d examples)", step, len(run.evalset))
         result = evaluate(run.args, run.model, run.tokenizer, run.evalset, run.device, lambda: autocast(run), step)
         run.eval_log.write(result)
         for report in run.reporters:
@@ -255,6 +258,7 @@ def train(run):
 def save_final_model(run):
     """OUTPUT_DIR/final_model once the run reached --max_steps (rank 0)."""
     if run.dist.main and run.state["step"] >= run.args.max_steps:
+        logger.info("saving the final model (%s)", run.output_dir / "final_model")
         unwrap(run.model).save_pretrained(run.output_dir / "final_model", safe_serialization=True)
         run.tokenizer.save_pretrained(run.output_dir / "final_model")
 
