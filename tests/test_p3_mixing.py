@@ -214,6 +214,14 @@ def test_a_mixing_run_resumed_from_a_checkpoint_equals_the_uninterrupted_run(mix
     keep = ("step", "rougeL_micro", "rougeL_macro")
     assert [{k: r[k] for k in keep} for r in _read(stopped / "eval_log.csv")] == \
            [{k: r[k] for k in keep} for r in _read(full / "eval_log.csv")]
+    # the runner itself refuses hostile rates in one line (a run started without `hyperrestart p3`'s pre-flight)
+    hostile = _data_with_manifest(tmp_path, mixed, _set_rate("sciq_Direct_Question", 0))
+    with pytest.raises(SystemExit, match="has mixing rate 0, so it would never be sampled"):
+        test_p3_runner.train({"data": hostile, "model": setup["model"]}, tmp_path / "hostile")
+    with pytest.raises(SystemExit, match="--mixing rates: .* records no mixing rates"):
+        test_p3_runner.train({"data": _data_with_manifest(tmp_path / "cut", mixed, lambda m: (
+            m.pop("mixing_rates"), m.update(caps_as="truncation"))), "model": setup["model"]}, tmp_path / "asked",
+            "--mixing", "rates")
     # the same data without mixing is another stream: other batches, and a checkpoint of one does not resume the other
     off = tmp_path / "off"
     test_p3_runner.train(setup, off, "--mixing", "off", "--stop_at_step", 10)

@@ -36,10 +36,18 @@ def record(output_dir, launch, command, env):
         "about": "hyperrestart p3's record of this run; `hyperrestart p3 --repeat RUN_DIR` repeats it",
         "kind": "p3", "command": list(command), "output_dir": str(Path(output_dir).resolve()),
         "tiny": bool(launch.tiny), "tiny_mixing": bool(launch.tiny_mixing), "model": options.get("model", "t5"),
-        "seed": int(options.get("seed", DEFAULT_SEED)), "data_dir": options.get("data_dir"),
+        "seed": _number(options.get("seed", DEFAULT_SEED)), "data_dir": options.get("data_dir"),
         "mixing": options.get("mixing", "auto"), "hyperdecoders_tree": launch.hyperdecoders_tree,
         **shared.environment(env, command[0], runner_code(options.get("model"), launch.hyperdecoders_tree)),
     })
+
+
+def _number(value):
+    """An integer option as recorded: the int, or the text when it is none (the runner refuses it)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value
 
 
 def with_output_dir(command, output_dir):

@@ -64,12 +64,12 @@ class TrainStream:
     def __init__(self, args, train):
         self.args = args
         self.lengths = np.asarray(train["source_length"])
-        self.rates = mixing_rates(args, train)
+        names, codes = task_codes(train) if args.mixing != "off" else ([], None)
+        self.rates = None if args.mixing == "off" else mixing_rates(args, names, codes)
         if self.rates is None:
             self.describe = "epochs: every train row once per epoch"
             return
-        tasks = np.asarray(train["task"])
-        self.task_rows = {task: np.flatnonzero(tasks == task) for task in self.rates}
+        self.task_rows = {task: np.flatnonzero(codes == names.index(task)) for task in self.rates}
         digest = hashlib.sha256(json.dumps(sorted(self.rates.items())).encode()).hexdigest()[:12]
         self.describe = (f"T0 mixing: {len(self.rates)} tasks, rates sha256 {digest}, "
                          f"{block_steps_for(self.rates, args.train_batch_size)} global batches per epoch")
@@ -83,11 +83,19 @@ class TrainStream:
                              args.group_by_length, args.length_group_size)
 
 
-def mixing_rates(args, train):
+def task_codes(train):
+    """(task names, each row's index into them) of a split, through Arrow (no python string per row: P3 has
+    millions of rows)."""
+    column = train.with_format("arrow")["task"]
+    column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    encoded = column.dictionary_encode()
+    return encoded.dictionary.to_pylist(), encoded.indices.to_numpy(zero_copy_only=False)
+
+
+def mixing_rates(args, names, codes):
     """{task: rate} when the run mixes (--mixing rates, or auto and DATA/manifest.json records rates), else None;
-    the rates checked against the train split's tasks (one line naming what is wrong)."""
-    if args.mixing == "off":
-        return None
+    the rates checked against the train rows of each task (names, codes: task_codes; one line naming what is
+    wrong)."""
     path = Path(args.data_dir) / MANIFEST
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -99,8 +107,8 @@ def mixing_rates(args, train):
         rates = declared_rates(manifest, args.mixing, path)
         if rates is None:
             return None
-        tasks, counts = np.unique(np.asarray(train["task"]), return_counts=True)
-        return check_rates(rates, dict(zip(tasks.tolist(), counts.tolist())), path)
+        counts = np.bincount(codes, minlength=len(names))
+        return check_rates(rates, dict(zip(names, counts.tolist())), path)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
 
