@@ -1,0 +1,363 @@
+"""One run across nodes (`hyperrestart run --nnodes N --nproc-per-node K --rdzv-endpoint HOST:PORT --node-rank R`):
+the layout and its refusals, SLURM's node list and submitit's JobEnvironment, the torchrun command per node, the
+owner/non-owner split of the run folder, the world size kept by --resume, and the sweep's coordinated SLURM job.
+The slow test starts two launchers on localhost (gloo on CPU) and checks that the run equals one `--nproc 2` run bit
+for bit (lr trace, every weight of the saved model)."""
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hyperrestart import cli  # noqa: E402
+from hyperrestart.core.errors import HyperrestartError  # noqa: E402
+from hyperrestart.upstream import nodes, registry, run_folder  # noqa: E402
+from hyperrestart.upstream.resolve import RunRequest  # noqa: E402
+
+HD_CONFIG = ROOT / "configs" / "hyperdecoders" / "glue_restart.json"
+HF_CONFIG = ROOT / "configs" / "hyperformer" / "hyperformer_restart.json"
+
+
+def _request(**kwargs):
+    return RunRequest(**dict(dict(config=str(HD_CONFIG), output_dir="/shared/run"), **kwargs))
+
+
+# --- the SLURM node list ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, hosts", [
+    ("node01", ["node01"]),
+    ("node[01-03,07]", ["node01", "node02", "node03", "node07"]),
+    ("gpu[8-11]", ["gpu8", "gpu9", "gpu10", "gpu11"]),
+    ("gpu[008-010],cpu5", ["gpu008", "gpu009", "gpu010", "cpu5"]),
+    ("a[1-2]b[01-02]", ["a1b01", "a1b02", "a2b01", "a2b02"]),
+    ("n-x.dom[3],n-y", ["n-x.dom3", "n-y"]),
+])
+def test_nodelist_compact_forms_expand_in_order_keeping_zero_padding(text, hosts):
+    assert nodes.expand_nodelist(text) == hosts
+
+
+@pytest.mark.parametrize("text", ["node[3-1]", "node[a-b]", "", "node[1-]"])
+def test_a_nodelist_that_cannot_be_read_is_refused(text):
+    with pytest.raises(HyperrestartError):
+        nodes.expand_nodelist(text)
+
+
+def test_scontrol_reads_the_nodelist_when_it_is_there(tmp_path):
+    fake = tmp_path / "scontrol"
+    fake.write_text("#!/bin/sh\n[ \"$1 $2\" = 'show hostnames' ] && printf 'alpha\\nbeta\\n'\n", encoding="utf-8")
+    fake.chmod(0o755)
+    assert nodes.slurm_hostnames("whatever[1-2]", scontrol=str(fake)) == ["alpha", "beta"]
+    assert nodes.slurm_hostnames("node[1-2]", scontrol="") == ["node1", "node2"]  # no scontrol: the parser
+
+
+# --- the layout and its refusals ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(nnodes=2, nproc_per_node=1, rdzv_endpoint="host", node_rank=0), "give HOST:PORT"),
+    (dict(nnodes=2, nproc_per_node=1, rdzv_endpoint="host:99999", node_rank=0), "port 99999 is outside 1-65535"),
+    (dict(nnodes=2, nproc_per_node=1, rdzv_endpoint="host:0", node_rank=0), "port 0 is outside"),
+    (dict(nnodes=2, nproc_per_node=1, rdzv_endpoint=":29400", node_rank=0), "give HOST:PORT"),
+    (dict(nnodes=0, nproc_per_node=1), "--nnodes 0: give a node count >= 1"),
+    (dict(nnodes=-3), "--nnodes -3: give a node count >= 1"),
+    (dict(nnodes=2, nproc_per_node=0, rdzv_endpoint="h:1", node_rank=0), "--nproc-per-node 0"),
+    (dict(nnodes=2, nproc=2, rdzv_endpoint="h:1", node_rank=0), "--nnodes goes with --nproc-per-node K, not --nproc"),
+    (dict(nnodes=2, node_rank=0), "give --rdzv-endpoint HOST:PORT"),
+    (dict(nnodes=2, rdzv_endpoint="h:1"), "give --node-rank R"),
+    (dict(nnodes=2, rdzv_endpoint="h:1", node_rank=2), "--node-rank 2: give 0..1"),
+    (dict(nnodes=2, rdzv_endpoint="h:1", node_rank=-1), "--node-rank -1"),
+    (dict(nnodes=2, rdzv_endpoint="h:1", node_rank=0, output_dir=None), "give --output-dir"),
+    (dict(nnodes=2, rdzv_endpoint="h:1", node_rank=0, rdzv_timeout=0), "--rdzv-timeout 0"),
+    (dict(rdzv_endpoint="h:1"), "--rdzv-endpoint belongs to a run across nodes"),
+    (dict(node_rank=1), "--node-rank belongs to a run across nodes"),
+    (dict(nproc_per_node=2), "--nproc-per-node belongs to a run across nodes"),
+])
+def test_bad_node_options_are_refused(kwargs, message):
+    with pytest.raises(HyperrestartError, match=None) as caught:
+        nodes.layout(_request(**kwargs), env={})
+    assert message in str(caught.value)
+
+
+def test_explicit_options_make_the_layout_and_the_torchrun_command():
+    layout = nodes.layout(_request(nnodes=2, nproc_per_node=4, rdzv_endpoint="node01:29400", node_rank=1), env={})
+    assert (layout.nnodes, layout.nproc_per_node, layout.world_size, layout.owner) == (2, 4, 8, False)
+    run_id = nodes.rendezvous_id("/shared/run", {"lr": 1}, 2, 4)
+    cmd = registry.command(registry.UPSTREAMS["hyperdecoders"], "py", "c.json",
+                           launcher=nodes.torchrun_args(layout, run_id))
+    assert cmd == ["py", "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=4", "--rdzv_backend=c10d",
+                   "--rdzv_endpoint=node01:29400", f"--rdzv_id={run_id}", "--rdzv_conf=join_timeout=300",
+                   "--max_restarts=0", "finetune_trainer.py", "c.json"]
+    assert nodes.parse_endpoint("[::1]:29400") == ("::1", 29400)
+
+
+def test_the_rendezvous_id_changes_with_the_folder_the_config_and_the_layout():
+    base = nodes.rendezvous_id("/shared/run", {"lr": 1}, 2, 1)
+    assert base == nodes.rendezvous_id("/shared/run", {"lr": 1}, 2, 1)
+    others = {nodes.rendezvous_id("/shared/other", {"lr": 1}, 2, 1), nodes.rendezvous_id("/shared/run", {"lr": 2}, 2, 1),
+              nodes.rendezvous_id("/shared/run", {"lr": 1}, 2, 2), nodes.rendezvous_id("/shared/run", {"lr": 1}, 3, 1)}
+    assert base not in others and len(others) == 4
+
+
+SLURM_ENV = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "gpu[007-009]", "SLURM_NNODES": "3",
+             "SLURM_NODEID": "2"}
+
+
+def test_the_per_node_command_comes_from_a_fake_slurm_environment(monkeypatch):
+    monkeypatch.setattr(nodes.shutil, "which", lambda name: None)  # the parser, not a real scontrol
+    layout = nodes.layout(_request(nnodes=3, nproc_per_node=4), env=SLURM_ENV)
+    port = nodes.derived_port("4242")
+    assert nodes.PORT_BASE <= port < nodes.PORT_BASE + nodes.PORT_SPAN
+    assert (layout.endpoint, layout.node_rank, layout.owner, layout.source) == (("gpu007", port), 2, False, "SLURM")
+    assert nodes.node_args(layout) == ["--nnodes", "3", "--nproc-per-node", "4", "--rdzv-endpoint",
+                                       f"gpu007:{port}", "--node-rank", "2"]
+    head = nodes.layout(_request(nnodes=3, nproc_per_node=4), env=dict(SLURM_ENV, SLURM_NODEID="0"))
+    assert head.owner and head.endpoint == layout.endpoint  # every node meets at the same place
+    array = nodes.layout(_request(nnodes=3), env=dict(SLURM_ENV, SLURM_ARRAY_JOB_ID="4240", SLURM_ARRAY_TASK_ID="2"))
+    assert array.endpoint[1] == nodes.derived_port("4240_2")
+    explicit = nodes.layout(_request(nnodes=3, rdzv_endpoint="login:1234", node_rank=0), env=SLURM_ENV)
+    assert (explicit.endpoint, explicit.node_rank, explicit.source) == (("login", 1234), 0, "options")
+
+
+def test_a_slurm_job_with_another_node_count_is_refused(monkeypatch):
+    monkeypatch.setattr(nodes.shutil, "which", lambda name: None)
+    with pytest.raises(HyperrestartError, match=r"--nnodes 2, but this SLURM job has 3 node\(s\) \(gpu007"):
+        nodes.layout(_request(nnodes=2), env=SLURM_ENV)
+    with pytest.raises(HyperrestartError, match="SLURM_NNODES=4 but SLURM_JOB_NODELIST"):
+        nodes.layout(_request(nnodes=3), env=dict(SLURM_ENV, SLURM_NNODES="4"))
+
+
+class FakeJobEnvironment:
+    """What submitit.JobEnvironment() answers inside a job (hostnames, node, num_nodes, job_id)."""
+
+    def __init__(self, hostnames, node, job_id="777"):
+        self.hostnames, self.node, self.num_nodes, self.job_id = hostnames, node, len(hostnames), job_id
+
+
+def test_the_per_node_command_comes_from_a_fake_submitit_job_environment():
+    job_env = FakeJobEnvironment(["a01", "a02"], 1)
+    layout = nodes.layout(_request(nnodes=2, nproc_per_node=8), env={}, job_environment=job_env)
+    assert (layout.endpoint, layout.node_rank, layout.source) == (("a01", nodes.derived_port("777")), 1, "submitit")
+
+
+# --- the run folder: owner and non-owner ---------------------------------------------------------------------------
+def _fake_tree(tmp_path):
+    """A materialised-looking hyperdecoders tree whose script records its argv and environment (no training)."""
+    workdir = tmp_path / "dest" / "hyperdecoders" / "hyperdecoder"
+    workdir.mkdir(parents=True)
+    (workdir / "finetune_trainer.py").write_text("", encoding="utf-8")
+    return tmp_path / "dest"
+
+
+def _fake_python(tmp_path, exit_code=0, text=""):
+    """A 'python' that records its arguments and prints `text` (no torchrun, no training)."""
+    script = tmp_path / "fakepython"
+    script.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'calls.txt'}\nprintf '%s\\n' '{text}'\nexit {exit_code}\n",
+                      encoding="utf-8")
+    script.chmod(0o755)
+    return script
+
+
+@pytest.fixture
+def offline_spec(monkeypatch):
+    """The argument spec without importing the upstream (its classes are read in the upstream's env)."""
+    from hyperrestart.upstream import arguments, repeat, training
+    monkeypatch.setattr(arguments, "argument_spec", lambda *a, **k: SimpleNamespace(kinds={}))
+    monkeypatch.setattr(repeat, "versions", lambda python: {})
+    monkeypatch.setattr(training, "preflight", lambda *a, **k: None)
+    monkeypatch.setattr(training, "summarize", lambda *a, **k: [])
+
+
+def _node_argv(dest, python, out, rank, *extra):
+    return ["run", str(HD_CONFIG), "--dest", str(dest), "--python", str(python), "--output-dir", str(out),
+            "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-endpoint", "127.0.0.1:29999", "--node-rank",
+            str(rank), "--quiet", *extra]
+
+
+def test_a_non_owner_launcher_writes_nothing_into_the_run_folder(tmp_path, capsys, monkeypatch, offline_spec):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    dest, python, out = _fake_tree(tmp_path), _fake_python(tmp_path), tmp_path / "run"
+    assert cli.main(_node_argv(dest, python, out, 1)) == 0
+    assert not out.exists(), "node 1 created the run folder"
+    own = list((tmp_path / "tmp").glob("hyperrestart-node1-*"))
+    assert len(own) == 1 and (own[0] / run_folder.RUN_CONFIG).is_file() and (own[0] / "train.log").is_file()
+    call = (tmp_path / "calls.txt").read_text(encoding="utf-8")
+    assert "--rdzv_endpoint=127.0.0.1:29999" in call and str(own[0] / run_folder.RUN_CONFIG) in call
+    # the owner's launcher claims the folder; its rendezvous id equals node 1's (same folder, config, layout)
+    out.mkdir()
+    before = {p.name for p in out.iterdir()}
+    assert cli.main(_node_argv(dest, python, out, 0)) == 0
+    owner_call = (tmp_path / "calls.txt").read_text(encoding="utf-8").splitlines()[-1]
+    run_ids = [re.search(r"--rdzv_id=(hyperrestart-\w+)", text).group(1) for text in (call, owner_call)]
+    assert run_ids[0] == run_ids[1]
+    made = {p.name for p in out.iterdir()} - before
+    assert {run_folder.MARKER, run_folder.RUN_CONFIG, "train.log"} <= made
+    marker = run_folder.read_marker(out)
+    assert (marker["nproc"], marker["nnodes"], marker["world_size"]) == (1, 2, 2)
+    # a non-owner is not refused by the owner's lock while the owner runs
+    with run_folder.RunFolderLock(out):
+        assert cli.main(_node_argv(dest, python, out, 1, "--overwrite")) == 0
+    assert {p.name for p in out.iterdir()} == before | made
+
+
+def test_a_rendezvous_timeout_is_one_clear_line(tmp_path, capsys, monkeypatch, offline_spec):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    dest = _fake_tree(tmp_path)
+    python = _fake_python(tmp_path, 1, "torch.distributed.elastic.rendezvous.api.RendezvousTimeoutError")
+    assert cli.main(_node_argv(dest, python, tmp_path / "run", 1)) == 1
+    err = capsys.readouterr().err
+    assert "did not join the run at 127.0.0.1:29999 within 300s" in err and "Traceback" not in err
+
+
+def test_preflight_refuses_hyperformer_and_save_on_each_node_across_nodes():
+    with pytest.raises(HyperrestartError, match="hyperformer cannot train across nodes"):
+        registry.check_nproc(registry.UPSTREAMS["hyperformer"], 1, 2)
+    from hyperrestart.upstream import preflight
+    layout = nodes.layout(_request(nnodes=2, rdzv_endpoint="h:1", node_rank=0), env={})
+    with pytest.raises(HyperrestartError, match="save_on_each_node=true"):
+        preflight.check_processes(registry.UPSTREAMS["hyperdecoders"], None, {"save_on_each_node": True}, layout)
+    preflight.check_processes(registry.UPSTREAMS["hyperdecoders"], None, {"save_on_each_node": False}, layout)
+
+
+@pytest.mark.parametrize("argv_tail, message", [
+    (["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-endpoint", "host", "--node-rank", "0"], "give HOST:PORT"),
+    (["--nnodes", "2", "--rdzv-endpoint", "host:99999", "--node-rank", "0"], "port 99999"),
+    (["--nnodes", "0"], "--nnodes 0"),
+    (["--nnodes", "2", "--nproc", "2", "--rdzv-endpoint", "h:1", "--node-rank", "0"], "not --nproc"),
+    (["--nnodes", "2", "--node-rank", "0"], "give --rdzv-endpoint HOST:PORT"),
+])
+def test_refused_node_options_exit_non_zero_with_one_line(tmp_path, capsys, monkeypatch, argv_tail, message):
+    for name in [k for k in os.environ if k.startswith("SLURM_")]:
+        monkeypatch.delenv(name)
+    out = tmp_path / "run"
+    assert cli.main(["run", str(HD_CONFIG), "--output-dir", str(out), *argv_tail]) == 1
+    captured = capsys.readouterr()
+    assert message in captured.err and "Traceback" not in captured.err and len(captured.err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_multi_node_hyperformer_exits_with_one_line(tmp_path, capsys, offline_spec, monkeypatch):
+    from hyperrestart.upstream import preflight, training
+    monkeypatch.setattr(training, "preflight", preflight.preflight)
+    monkeypatch.setattr(preflight.arguments, "check_config", lambda *a, **k: None)
+    monkeypatch.setattr(preflight, "path_problems", lambda config: [])
+    workdir = tmp_path / "dest" / "hyperformer" / "hyperformer"
+    workdir.mkdir(parents=True)
+    (workdir / "finetune_t5_trainer.py").write_text("", encoding="utf-8")
+    out = tmp_path / "run"
+    assert cli.main(["run", str(HF_CONFIG), "--dest", str(tmp_path / "dest"), "--python", sys.executable,
+                     "--output-dir", str(out), "--nnodes", "2", "--rdzv-endpoint", "127.0.0.1:29999",
+                     "--node-rank", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "--nnodes 2: hyperformer cannot train across nodes" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+# --- resume: the world size is kept -------------------------------------------------------------------------------
+def test_a_resume_keeps_the_world_size_and_may_change_the_layout(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    run_folder.write_marker(out, 2)  # a --nproc 2 run
+    run_folder.check_resume_processes(out, 1, 2)  # 2 nodes x 1 process: the same world
+    run_folder.check_resume_processes(out, 2, 1)
+    with pytest.raises(HyperrestartError, match=r"trained on 2 process\(es\) and --nnodes 2 --nproc-per-node 2 "
+                                                r"asks for 4.*N x K = 2"):
+        run_folder.check_resume_processes(out, 2, 2)
+    with pytest.raises(HyperrestartError, match=r"trained on 2 process\(es\) and --nproc asks for 1"):
+        run_folder.check_resume_processes(out, 1, 1)
+    run_folder.write_marker(out, 1, resumed=True, nnodes=2)
+    assert run_folder.read_marker(out)["world_size"] == 2
+    (out / run_folder.MARKER).write_text(json.dumps({"nproc": 4}), encoding="utf-8")  # a marker from before nnodes
+    run_folder.check_resume_processes(out, 2, 2)
+    with pytest.raises(HyperrestartError, match="asks for 2"):
+        run_folder.check_resume_processes(out, 1, 2)
+
+
+# --- two launchers on localhost against one --nproc 2 run ---------------------------------------------------------
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _launcher(out, *args, tmp=None):
+    from test_upstream_hyperdecoders import TREE
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    env.pop("HYPERRESTART_DATA_DIR", None)
+    for name in [k for k in env if k.startswith("SLURM_")]:
+        env.pop(name)
+    if tmp:
+        env["TMPDIR"] = str(tmp)
+    return subprocess.Popen([sys.executable, "-m", "hyperrestart.cli", "run", str(HD_CONFIG), "--tiny", "--dest",
+                             str(TREE.parent), "--python", sys.executable, "--output-dir", str(out), "--quiet", *args],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _two_nodes(out, port, tmp, *extra, ranks=(0, 1), timeout=60):
+    node_args = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-endpoint", f"127.0.0.1:{port}",
+                 "--rdzv-timeout", str(timeout)]
+    procs = [_launcher(out, *node_args, "--node-rank", str(rank), *extra, tmp=tmp) for rank in ranks]
+    return [(p.wait(timeout=900), p.stdout.read()) for p in procs]
+
+
+@pytest.mark.slow  # two tiny runs of two processes each (~2-3 min on 2 CPU cores)
+def test_two_launchers_on_localhost_equal_one_nproc_2_run(tmp_path):
+    from test_upstream_hyperdecoders import _skip_reason, _weights, torch_equal
+    if _skip_reason():
+        pytest.skip(_skip_reason())
+    started = time.monotonic()
+    (tmp_path / "tmp").mkdir()
+    nodes_out, single_out = tmp_path / "nodes", tmp_path / "single"
+    (code0, text0), (code1, text1) = _two_nodes(nodes_out, _free_port(), tmp_path / "tmp")
+    assert code0 == 0 and code1 == 0, text0[-3000:] + "\n-----\n" + text1[-3000:]
+    two_nodes_seconds = time.monotonic() - started
+    single = _launcher(single_out, "--nproc", "2")
+    single_text = single.communicate(timeout=900)[0]
+    assert single.returncode == 0, single_text[-3000:]
+    assert "node 0 of 2" in text0 and "node 1 of 2: joining the run in" in text1
+    # node 1's launcher wrote nothing into the run folder: its config and log are in a folder of its own
+    assert len(list((tmp_path / "tmp").glob("hyperrestart-node1-*/train.log"))) == 1
+    marker = run_folder.read_marker(nodes_out)
+    assert (marker["nnodes"], marker["nproc"], marker["world_size"]) == (2, 1, 2)
+    # both global ranks trained, each on its own shard, as under --nproc 2
+    logs = (nodes_out / "train.log").read_text() + next((tmp_path / "tmp").glob("hyperrestart-node1-*")).joinpath(
+        "train.log").read_text()
+    ranks = sorted(re.findall(r"Process rank (\d) of (\d) trained on (\d+) examples \(input_ids sha1 (\w+)\)", logs))
+    single_ranks = sorted(re.findall(r"Process rank (\d) of (\d) trained on (\d+) examples \(input_ids sha1 (\w+)\)",
+                                     (single_out / "train.log").read_text()))
+    assert len(ranks) == 2 and ranks == single_ranks
+    assert (nodes_out / "lr_trace.csv").read_text() == (single_out / "lr_trace.csv").read_text()
+    expected, final = _weights(single_out / "model.safetensors"), _weights(nodes_out / "model.safetensors")
+    assert expected.keys() == final.keys() and expected
+    for name in expected:
+        assert torch_equal(expected[name], final[name]), f"{name} differs between 2 nodes x 1 and --nproc 2"
+    print(f"two launchers: {two_nodes_seconds:.0f}s; --nproc 2: {time.monotonic() - started - two_nodes_seconds:.0f}s")
+
+
+@pytest.mark.slow  # three short waits for a node that never comes (~1 min)
+def test_mismatched_launchers_fail_clearly_instead_of_hanging(tmp_path):
+    from test_upstream_hyperdecoders import _skip_reason
+    if _skip_reason():
+        pytest.skip(_skip_reason())
+    (tmp_path / "tmp").mkdir()
+    # the same node rank twice: the second owner is refused by the run lock at once, the first times out
+    results = _two_nodes(tmp_path / "same", _free_port(), tmp_path / "tmp", ranks=(0, 0), timeout=15)
+    assert sorted(code for code, _ in results) == [1, 1], results
+    texts = "\n".join(text for _, text in results)
+    assert "is being written by another `hyperrestart run`" in texts
+    assert "did not join the run at 127.0.0.1" in texts and "Traceback" not in texts
+    # another run folder, or another config: another rendezvous id, so neither joins the other; both time out
+    port = _free_port()
+    node_args = ["--nnodes", "2", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-timeout", "15"]
+    for out_b, extra_b in ((tmp_path / "b", []), (tmp_path / "a", ["--set", "learning_rate=1e-3"])):
+        first = _launcher(tmp_path / "a", *node_args, "--node-rank", "0", "--overwrite", tmp=tmp_path / "tmp")
+        second = _launcher(out_b, *node_args, "--node-rank", "1", *extra_b, tmp=tmp_path / "tmp")
+        outs = [p.communicate(timeout=300)[0] for p in (first, second)]
+        assert first.returncode == 1 and second.returncode == 1, outs
+        assert all("did not join the run at" in text and "Traceback" not in text for text in outs), outs
