@@ -361,3 +361,98 @@ def test_mismatched_launchers_fail_clearly_instead_of_hanging(tmp_path):
         outs = [p.communicate(timeout=300)[0] for p in (first, second)]
         assert first.returncode == 1 and second.returncode == 1, outs
         assert all("did not join the run at" in text and "Traceback" not in text for text in outs), outs
+
+
+# --- a sweep's SLURM job across nodes -----------------------------------------------------------------------------
+NODES_SPEC = """
+runner: run
+config: configs/hyperdecoders/glue_restart.json
+args: [--tiny]
+grid: {seed: [1]}
+slurm: {nodes: 2, gpus: 4, partition: gpu}
+"""
+
+
+def _sweep_jobs(tmp_path, text=NODES_SPEC):
+    from hyperrestart.sweep import jobs as sweep_jobs
+    from hyperrestart.sweep import spec as sweep_spec
+    path = tmp_path / "spec.yaml"
+    path.write_text(text, encoding="utf-8")
+    spec = sweep_spec.parse_spec(path)
+    return spec, sweep_jobs.make_jobs(spec, tmp_path / "out")
+
+
+def test_a_two_node_spec_submits_one_job_of_two_nodes_one_task_each(tmp_path, monkeypatch):
+    import submitit
+    from hyperrestart.sweep import launch as sweep_launch
+    spec, jobs = _sweep_jobs(tmp_path)
+    params = sweep_launch.executor_parameters(spec.slurm)
+    assert (params["nodes"], params["tasks_per_node"], params["gpus_per_node"]) == (2, 1, 4)
+    seen = {}
+
+    class FakeExecutor:
+        cluster = "slurm"
+
+        def __init__(self, folder, cluster=None):
+            seen["folder"] = folder
+
+        def update_parameters(self, **kwargs):
+            seen["params"] = kwargs
+
+        def map_array(self, fn, jobs_):
+            seen["fn"], seen["jobs"] = fn, jobs_
+            return [SimpleNamespace(job_id="1") for _ in jobs_]
+
+    monkeypatch.setattr(submitit, "AutoExecutor", FakeExecutor)
+    submitted, skipped = sweep_launch.launch_submitit(jobs, tmp_path / "out", spec.slurm)
+    assert len(submitted) == 1 and skipped == 0 and seen["params"]["nodes"] == 2
+    assert [(j.nodes, j.nproc_per_node) for j in seen["jobs"]] == [(2, 4)]
+    assert seen["fn"].__name__ == "execute_submitted"
+
+
+def test_each_node_of_the_job_starts_its_part_of_one_coordinated_run(tmp_path, monkeypatch):
+    import dataclasses
+    from hyperrestart.sweep import jobs as sweep_jobs
+    _, jobs = _sweep_jobs(tmp_path)
+    job = dataclasses.replace(jobs[0], nodes=2, nproc_per_node=4)
+    commands = []
+    monkeypatch.setattr(sweep_jobs.subprocess, "run", lambda command, **kwargs: (
+        commands.append(command), subprocess.CompletedProcess(command, 0))[1])
+    run_dir = Path(job.run_dir)
+    # node 1 first: it writes nothing into the run folder (not even the sweep lock)
+    assert sweep_jobs.execute_submitted(job, FakeJobEnvironment(["gpu01", "gpu02"], 1, "555")) == "joined"
+    assert not run_dir.exists()
+    assert sweep_jobs.execute_submitted(job, FakeJobEnvironment(["gpu01", "gpu02"], 0, "555")) == "done"
+    assert sweep_jobs.completion(run_dir) is not None and (run_dir / sweep_jobs.RUN_INFO).is_file()
+    port = nodes.derived_port("555")
+    for command, rank in zip(commands, ("1", "0")):
+        tail = command[command.index("--nnodes"):]
+        assert tail[:8] == ["--nnodes", "2", "--nproc-per-node", "4", "--rdzv-endpoint", f"gpu01:{port}",
+                            "--node-rank", rank]
+        assert command.count("--nproc") == 0 and command[command.index("--output-dir") + 1] == str(run_dir)
+    assert [c for c in commands[0] if c not in ("0", "1")] == [c for c in commands[1] if c not in ("0", "1")]
+    # a finished run is skipped on every node
+    assert sweep_jobs.execute_submitted(job, FakeJobEnvironment(["gpu01", "gpu02"], 1, "555")) == "skipped"
+    assert len(commands) == 2
+
+
+@pytest.mark.parametrize("slurm, args, message", [
+    ("{nodes: 2}", "[--tiny, --nproc, '2']", "drop --nproc from `args`"),
+    ("{nodes: 2}", "[--tiny, '--nnodes=3']", "drop --nnodes=3 from `args`"),
+    ("{nodes: 0}", "[--tiny]", "slurm.nodes must be a whole number >= 1, got 0"),
+    ("{nodes: two}", "[--tiny]", "slurm.nodes must be a whole number >= 1"),
+    ("{nodes: 2, gpus: -1}", "[--tiny]", "slurm.gpus must be a whole number >= 0"),
+])
+def test_bad_node_settings_in_a_spec_are_refused_when_it_is_read(tmp_path, slurm, args, message):
+    text = NODES_SPEC.replace("args: [--tiny]", f"args: {args}").replace(
+        "slurm: {nodes: 2, gpus: 4, partition: gpu}", f"slurm: {slurm}")
+    with pytest.raises(HyperrestartError) as caught:
+        _sweep_jobs(tmp_path, text)
+    assert message in str(caught.value)
+
+
+def test_a_p3_spec_across_nodes_is_refused(tmp_path):
+    text = ("runner: p3\nconfig: configs/p3/table2_t5_restart.json\ngrid: {seed: [1]}\n"
+            "slurm: {nodes: 2}\n")
+    with pytest.raises(HyperrestartError, match="only `runner: run` trains one run across nodes"):
+        _sweep_jobs(tmp_path, text)

@@ -1,4 +1,5 @@
 """Launching a sweep's runs: in turn on this machine, or as one submitit job array (SLURM)."""
+import dataclasses
 import os
 import re
 import shlex
@@ -99,6 +100,10 @@ def launch_submitit(jobs, output_root, slurm, cluster=None, wait=False):
     skipped = len(jobs) - len(pending)
     if not pending:
         return [], skipped
+    nodes = int(slurm.get("nodes", 1))
+    if nodes > 1:  # one run across the job's nodes: slurm.gpus processes on each (execute_submitted)
+        pending = [dataclasses.replace(job, nodes=nodes, nproc_per_node=max(1, int(slurm.get("gpus") or 1)))
+                   for job in pending]
     folder = Path(output_root).resolve() / ".submitit" / "%j"
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     if cluster is None and executor.cluster != "slurm":
