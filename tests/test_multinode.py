@@ -157,8 +157,8 @@ def _fake_tree(tmp_path):
 def _fake_python(tmp_path, exit_code=0, text=""):
     """A 'python' that records its arguments and prints `text` (no torchrun, no training)."""
     script = tmp_path / "fakepython"
-    script.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'calls.txt'}\nprintf '%s\\n' '{text}'\nexit {exit_code}\n",
-                      encoding="utf-8")
+    script.write_text(f"#!/bin/sh\necho \"$@ NODE=$HYPERRESTART_NODE_RANK/$HYPERRESTART_NNODES\" >> "
+                      f"{tmp_path / 'calls.txt'}\nprintf '%s\\n' '{text}'\nexit {exit_code}\n", encoding="utf-8")
     script.chmod(0o755)
     return script
 
@@ -171,6 +171,7 @@ def offline_spec(monkeypatch):
     monkeypatch.setattr(repeat, "versions", lambda python: {})
     monkeypatch.setattr(training, "preflight", lambda *a, **k: None)
     monkeypatch.setattr(training, "summarize", lambda *a, **k: [])
+    monkeypatch.setattr(training, "alignment_warning", lambda config: None)  # loads the scheduler: torch, seconds
 
 
 def _node_argv(dest, python, out, rank, *extra):
@@ -189,13 +190,14 @@ def test_a_non_owner_launcher_writes_nothing_into_the_run_folder(tmp_path, capsy
     assert len(own) == 1 and (own[0] / run_folder.RUN_CONFIG).is_file() and (own[0] / "train.log").is_file()
     call = (tmp_path / "calls.txt").read_text(encoding="utf-8")
     assert "--rdzv_endpoint=127.0.0.1:29999" in call and str(own[0] / run_folder.RUN_CONFIG) in call
+    assert call.rstrip().endswith("NODE=1/2")  # the trainer checks the node ranks (hyperrestart_nodes.py)
     # the owner's launcher claims the folder; its rendezvous id equals node 1's (same folder, config, layout)
     out.mkdir()
     before = {p.name for p in out.iterdir()}
     assert cli.main(_node_argv(dest, python, out, 0)) == 0
     owner_call = (tmp_path / "calls.txt").read_text(encoding="utf-8").splitlines()[-1]
     run_ids = [re.search(r"--rdzv_id=(hyperrestart-\w+)", text).group(1) for text in (call, owner_call)]
-    assert run_ids[0] == run_ids[1]
+    assert run_ids[0] == run_ids[1] and owner_call.rstrip().endswith("NODE=0/2")
     made = {p.name for p in out.iterdir()} - before
     assert {run_folder.MARKER, run_folder.RUN_CONFIG, "train.log"} <= made
     marker = run_folder.read_marker(out)
@@ -247,6 +249,7 @@ def test_multi_node_hyperformer_exits_with_one_line(tmp_path, capsys, offline_sp
     monkeypatch.setattr(training, "preflight", preflight.preflight)
     monkeypatch.setattr(preflight.arguments, "check_config", lambda *a, **k: None)
     monkeypatch.setattr(preflight, "path_problems", lambda config: [])
+    monkeypatch.setattr(preflight.ranges, "check_ranges", lambda *a, **k: None)  # loads torch: seconds
     workdir = tmp_path / "dest" / "hyperformer" / "hyperformer"
     workdir.mkdir(parents=True)
     (workdir / "finetune_t5_trainer.py").write_text("", encoding="utf-8")
@@ -257,6 +260,30 @@ def test_multi_node_hyperformer_exits_with_one_line(tmp_path, capsys, offline_sp
     err = capsys.readouterr().err
     assert "--nnodes 2: hyperformer cannot train across nodes" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def _overlay_nodes():
+    import importlib.util
+    path = ROOT / "overlay" / "hyperdecoders" / "hyperdecoder" / "hyperrestart_nodes.py"
+    spec = importlib.util.spec_from_file_location("hyperrestart_nodes_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_trainer_refuses_launchers_started_twice_as_one_node_rank():
+    check = _overlay_nodes().node_rank_problem
+    assert check(["0", "1"], 2) is None and check(["1", "0", "0", "1"], 2) is None
+    assert "started as node ranks 1 x2 (launchers per rank); start each of 0..1 exactly once" in check(["1", "1"], 2)
+    assert "node ranks 0 x2" in check(["0", "0", "0", "0"], 2)
+    assert check(["0", "1", "1"], 2) is not None  # uneven processes per node
+    assert check(["0", "1", "2"], 2) is not None
+
+
+def test_the_trainer_check_is_silent_on_one_node(monkeypatch):
+    module = _overlay_nodes()
+    monkeypatch.delenv(module.NNODES, raising=False)
+    module.check_node_ranks(None)  # no --nnodes: nothing to check, the process group is not touched
 
 
 # --- resume: the world size is kept -------------------------------------------------------------------------------
@@ -340,18 +367,25 @@ def test_two_launchers_on_localhost_equal_one_nproc_2_run(tmp_path):
     print(f"two launchers: {two_nodes_seconds:.0f}s; --nproc 2: {time.monotonic() - started - two_nodes_seconds:.0f}s")
 
 
-@pytest.mark.slow  # three short waits for a node that never comes (~1 min)
+@pytest.mark.slow  # three 15 s waits for a node that never comes (~3-5 min with the launchers' start)
 def test_mismatched_launchers_fail_clearly_instead_of_hanging(tmp_path):
     from test_upstream_hyperdecoders import _skip_reason
     if _skip_reason():
         pytest.skip(_skip_reason())
     (tmp_path / "tmp").mkdir()
-    # the same node rank twice: the second owner is refused by the run lock at once, the first times out
+    # the same node rank twice: the second owner is refused at once (by the run lock, or by the marker the first
+    # wrote: the folder holds a run), the first times out
     results = _two_nodes(tmp_path / "same", _free_port(), tmp_path / "tmp", ranks=(0, 0), timeout=15)
     assert sorted(code for code, _ in results) == [1, 1], results
-    texts = "\n".join(text for _, text in results)
-    assert "is being written by another `hyperrestart run`" in texts
-    assert "did not join the run at 127.0.0.1" in texts and "Traceback" not in texts
+    refused = [text for _, text in results if "did not join the run at 127.0.0.1" not in text]
+    assert len(refused) == 1 and ("is being written by another `hyperrestart run`" in refused[0]
+                                  or "already holds a run made by hyperrestart" in refused[0]), results
+    assert "Traceback" not in "\n".join(text for _, text in results)
+    # node rank 1 twice (no owner): they meet, and the trainer refuses before writing anything
+    results = _two_nodes(tmp_path / "none", _free_port(), tmp_path / "tmp", ranks=(1, 1), timeout=60)
+    assert [code for code, _ in results] == [1, 1], results
+    assert all("started as node ranks 1 x2" in text for _, text in results), results
+    assert not (tmp_path / "none").exists()
     # another run folder, or another config: another rendezvous id, so neither joins the other; both time out
     port = _free_port()
     node_args = ["--nnodes", "2", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-timeout", "15"]

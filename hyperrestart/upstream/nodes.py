@@ -192,6 +192,12 @@ def torchrun_args(layout_, run_id):
             f"--rdzv_conf=join_timeout={layout_.timeout}", "--max_restarts=0"]
 
 
+def trainer_env(layout_):
+    """What the trainer's processes learn of the node layout: hyperdecoders' hyperrestart_nodes.py (an overlay file)
+    checks that every node rank 0..N-1 was started once, so two launchers started as one node rank fail clearly."""
+    return {"HYPERRESTART_NODE_RANK": str(layout_.node_rank), "HYPERRESTART_NNODES": str(layout_.nnodes)}
+
+
 def node_args(layout_):
     """The `hyperrestart run` options that start this node's part of the run (what a SLURM job's node runs)."""
     return ["--nnodes", str(layout_.nnodes), "--nproc-per-node", str(layout_.nproc_per_node),

@@ -205,7 +205,7 @@ def _train_on_node(request, resolved, layout, tree, python) -> int:
     config_file = own / run_folder.RUN_CONFIG
     atomic_write_json(config_file, run_folder.trainer_config(resolved.config, checkpoint), indent=4)
     cmd = _launch(upstream, python, config_file, request, resolved, checkpoint, layout)
-    env = run_env(upstream, tree, resolved.config, own, request.tiny)
+    env = dict(run_env(upstream, tree, resolved.config, own, request.tiny), **nodes.trainer_env(layout))
     log_path = own / "train.log"
     mode = "verbose" if request.verbose else "quiet" if request.quiet else "default"
     print(f"node {layout.node_rank} of {layout.nnodes}: joining the run in {out} at {layout.endpoint_text} "
@@ -230,6 +230,8 @@ def _train_in_folder(request, resolved, checkpoint, tree, python, recorded=None,
     env = run_env(upstream, tree, resolved.config, output_dir, request.tiny or (recorded or {}).get("tiny_env"))
     if recorded:
         repeat.apply_env(env, recorded["env"])
+    if layout is not None:
+        env.update(nodes.trainer_env(layout))
     if checkpoint is None:
         made = repeat.record(output_dir, request, resolved, env, python, tree, request.tiny or recorded is not None
                              and recorded.get("tiny_env"))
