@@ -208,13 +208,17 @@ def test_a_non_owner_launcher_writes_nothing_into_the_run_folder(tmp_path, capsy
     assert {p.name for p in out.iterdir()} == before | made
 
 
-def test_a_rendezvous_timeout_is_one_clear_line(tmp_path, capsys, monkeypatch, offline_spec):
+@pytest.mark.parametrize("error, message", [
+    ("RendezvousTimeoutError", "did not join the run at 127.0.0.1:29999 within 300s"),
+    ("RendezvousConnectionError", "lost the rendezvous at 127.0.0.1:29999: the launcher hosting it"),
+])
+def test_a_rendezvous_failure_is_one_clear_line(tmp_path, capsys, monkeypatch, offline_spec, error, message):
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     dest = _fake_tree(tmp_path)
-    python = _fake_python(tmp_path, 1, "torch.distributed.elastic.rendezvous.api.RendezvousTimeoutError")
+    python = _fake_python(tmp_path, 1, f"torch.distributed.elastic.rendezvous.api.{error}")
     assert cli.main(_node_argv(dest, python, tmp_path / "run", 1)) == 1
     err = capsys.readouterr().err
-    assert "did not join the run at 127.0.0.1:29999 within 300s" in err and "Traceback" not in err
+    assert message in err and "node ranks 0..1 once each" in err and "Traceback" not in err
 
 
 def test_preflight_refuses_hyperformer_and_save_on_each_node_across_nodes():
@@ -394,7 +398,11 @@ def test_mismatched_launchers_fail_clearly_instead_of_hanging(tmp_path):
         second = _launcher(out_b, *node_args, "--node-rank", "1", *extra_b, tmp=tmp_path / "tmp")
         outs = [p.communicate(timeout=300)[0] for p in (first, second)]
         assert first.returncode == 1 and second.returncode == 1, outs
-        assert all("did not join the run at" in text and "Traceback" not in text for text in outs), outs
+        # each waits for its own run: it times out, or loses the rendezvous when the launcher hosting it (another
+        # run's, first to bind the port) stops
+        assert all(("did not join the run at" in text or "lost the rendezvous at" in text) and "Traceback" not in text
+                   for text in outs), outs
+        assert any("did not join the run at" in text for text in outs), outs
 
 
 # --- a sweep's SLURM job across nodes -----------------------------------------------------------------------------
@@ -490,3 +498,41 @@ def test_a_p3_spec_across_nodes_is_refused(tmp_path):
             "slurm: {nodes: 2}\n")
     with pytest.raises(HyperrestartError, match="only `runner: run` trains one run across nodes"):
         _sweep_jobs(tmp_path, text)
+
+
+def test_one_node_without_an_endpoint_runs_as_nproc(tmp_path, capsys, offline_spec):
+    dest, python, out = _fake_tree(tmp_path), _fake_python(tmp_path), tmp_path / "run"
+    assert cli.main(["run", str(HD_CONFIG), "--dest", str(dest), "--python", str(python), "--output-dir", str(out),
+                     "--nnodes", "1", "--nproc-per-node", "2", "--quiet"]) == 0
+    call = (tmp_path / "calls.txt").read_text(encoding="utf-8")
+    assert "-m torch.distributed.run --standalone --nproc_per_node=2 finetune_trainer.py" in call
+    assert run_folder.read_marker(out)["world_size"] == 2
+
+
+@pytest.mark.slow  # a 2-process tiny run, then its second half resumed by two launchers (~4-5 min on 2 CPU cores)
+def test_a_nproc_2_run_resumes_across_two_launchers_to_the_same_losses_and_weights(tmp_path):
+    from test_run_robust import _losses, _simulate_kill, _weights_equal
+    from test_upstream_hyperdecoders import _skip_reason
+    if _skip_reason():
+        pytest.skip(_skip_reason())
+    (tmp_path / "tmp").mkdir()
+    sets = ["--set", "save_total_limit=3", "--set", "load_best_model_at_end=false"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    single = _launcher(full, "--nproc", "2", *sets)
+    text = single.communicate(timeout=900)[0]
+    assert single.returncode == 0, text[-3000:]
+    _simulate_kill(full, part, keep_checkpoint=10)
+    # another world size is refused on every node before anything is written
+    before = sorted(p.name for p in part.iterdir())
+    refused = _launcher(part, "--nnodes", "2", "--nproc-per-node", "2", "--rdzv-endpoint", "127.0.0.1:1",
+                        "--node-rank", "1", "--resume", *sets, tmp=tmp_path / "tmp")
+    text = refused.communicate(timeout=900)[0]
+    assert refused.returncode == 1 and "trained on 2 process(es) and --nnodes 2 --nproc-per-node 2 asks for 4" in text
+    assert sorted(p.name for p in part.iterdir()) == before
+    # the same world size in another layout continues the same training
+    results = _two_nodes(part, _free_port(), tmp_path / "tmp", "--resume", *sets)
+    assert [code for code, _ in results] == [0, 0], results
+    assert "from checkpoint-10" in results[0][1]
+    assert len(_losses(full)) == 15 and _losses(part) == _losses(full)
+    assert _weights_equal(full, part)
+    assert (part / "lr_trace.csv").read_text() == (full / "lr_trace.csv").read_text()

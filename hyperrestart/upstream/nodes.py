@@ -185,8 +185,6 @@ def rendezvous_id(output_dir, trainer_config, nnodes, nproc_per_node):
 def torchrun_args(layout_, run_id):
     """torch.distributed.run's options for one node of the run (c10d rendezvous at the endpoint; no restarts: a
     failed worker fails the run, which `--resume` continues)."""
-    if layout_.endpoint is None:
-        return ["--standalone", f"--nproc_per_node={layout_.nproc_per_node}"]
     return [f"--nnodes={layout_.nnodes}", f"--nproc_per_node={layout_.nproc_per_node}", "--rdzv_backend=c10d",
             f"--rdzv_endpoint={layout_.endpoint_text}", f"--rdzv_id={run_id}",
             f"--rdzv_conf=join_timeout={layout_.timeout}", "--max_restarts=0"]

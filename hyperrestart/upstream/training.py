@@ -183,9 +183,9 @@ def run(request) -> int:
 
 def _launch(upstream, python, config_file, request, resolved, checkpoint, layout):
     """The trainer's command: torchrun across nodes (its rendezvous id derived from the run folder and the config
-    the trainer runs), standalone torchrun for --nproc > 1, else the script."""
-    if layout is None:
-        return registry.command(upstream, python, config_file, request.nproc)
+    the trainer runs), standalone torchrun for --nproc > 1 (or --nnodes 1 without an endpoint), else the script."""
+    if layout is None or layout.endpoint is None:  # one node: as --nproc K
+        return registry.command(upstream, python, config_file, layout.nproc_per_node if layout else request.nproc)
     run_id = nodes.rendezvous_id(resolved.output_dir, run_folder.trainer_config(resolved.config, checkpoint),
                                  layout.nnodes, layout.nproc_per_node)
     return registry.command(upstream, python, config_file, launcher=nodes.torchrun_args(layout, run_id))
@@ -269,18 +269,23 @@ def _train_in_folder(request, resolved, checkpoint, tree, python, recorded=None,
     return 0
 
 
-RENDEZVOUS_TIMEOUT = ("RendezvousTimeoutError",)
+MATCHING = ("start every node's `hyperrestart run` with the same CONFIG, --set values, --output-dir (one folder every "
+            "node sees), --nnodes, --nproc-per-node and --resume, node ranks 0..{last} once each (the rendezvous id is "
+            "derived from them)")
 
 
 def _failure(upstream, returncode, log_path, log_text, request, layout=None):
-    """The error for a failed trainer: the other nodes never joined (rendezvous timeout), or the failing process's
-    last lines."""
-    if layout is not None and layout.endpoint is not None and any(m in log_text for m in RENDEZVOUS_TIMEOUT):
-        return HyperrestartError(
-            f"the other node(s) did not join the run at {layout.endpoint_text} within {layout.timeout}s "
-            f"(--rdzv-timeout); start every node's `hyperrestart run` with the same CONFIG, --set values, --output-dir "
-            f"(one folder every node sees), --nnodes, --nproc-per-node and --resume, node ranks 0..{layout.nnodes - 1} "
-            f"once each (the rendezvous id is derived from them); log: {log_path}")
+    """The error for a failed trainer: the other nodes never joined (rendezvous timeout), the launcher hosting the
+    rendezvous stopped before they did (connection lost), or the failing process's last lines."""
+    if layout is not None and layout.endpoint is not None:
+        matching = MATCHING.format(last=layout.nnodes - 1)
+        if "RendezvousTimeoutError" in log_text:
+            return HyperrestartError(f"the other node(s) did not join the run at {layout.endpoint_text} within "
+                                     f"{layout.timeout}s (--rdzv-timeout); {matching}; log: {log_path}")
+        if "RendezvousConnectionError" in log_text:
+            return HyperrestartError(f"lost the rendezvous at {layout.endpoint_text}: the launcher hosting it (the "
+                                     f"first to start there) stopped before the other node(s) joined this run; "
+                                     f"{matching}; log: {log_path}")
     excerpt = "" if request.verbose else failure_excerpt(log_text)
     return HyperrestartError(f"{upstream.script} exited with {returncode}; see {log_path}" + (
         "\n  the failing process's last lines:\n    " + "\n    ".join(excerpt) if excerpt else ""))
