@@ -99,7 +99,8 @@ def test_explicit_options_make_the_layout_and_the_torchrun_command():
 def test_the_rendezvous_id_changes_with_the_folder_the_config_and_the_layout():
     base = nodes.rendezvous_id("/shared/run", {"lr": 1}, 2, 1)
     assert base == nodes.rendezvous_id("/shared/run", {"lr": 1}, 2, 1)
-    others = {nodes.rendezvous_id("/shared/other", {"lr": 1}, 2, 1), nodes.rendezvous_id("/shared/run", {"lr": 2}, 2, 1),
+    others = {nodes.rendezvous_id("/shared/other", {"lr": 1}, 2, 1),
+              nodes.rendezvous_id("/shared/run", {"lr": 2}, 2, 1),
               nodes.rendezvous_id("/shared/run", {"lr": 1}, 2, 2), nodes.rendezvous_id("/shared/run", {"lr": 1}, 3, 1)}
     assert base not in others and len(others) == 4
 
