@@ -1,5 +1,6 @@
 """Launching a sweep's runs: on this machine (in turn or N at a time), or as one submitit job array (SLURM)."""
 import concurrent.futures
+import dataclasses
 import os
 import re
 import shlex
@@ -111,6 +112,10 @@ def launch_submitit(jobs, output_root, slurm, cluster=None, wait=False):
     skipped = len(jobs) - len(pending)
     if not pending:
         return [], skipped
+    nodes = int(slurm.get("nodes", 1))
+    if nodes > 1:  # one run across the job's nodes: slurm.gpus processes on each (execute_submitted)
+        pending = [dataclasses.replace(job, nodes=nodes, nproc_per_node=max(1, int(slurm.get("gpus") or 1)))
+                   for job in pending]
     folder = Path(output_root).resolve() / ".submitit" / "%j"
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     if cluster is None and executor.cluster != "slurm":
