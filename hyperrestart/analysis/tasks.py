@@ -23,8 +23,11 @@ def spaces_for(space):
     return [space]
 
 
+ANALYSIS_DIR = "analysis"  # RUN_DIR/analysis: where the results go without --out (report reads track's there)
+
+
 def output_dir(run, out):
-    return Path(out) if out else run.dir / "analysis"
+    return Path(out) if out else run.dir / ANALYSIS_DIR
 
 
 def landscape(run_dir, checkpoint="last", space="all", out=None, nproc=1, upstream=None, **options):
