@@ -10,7 +10,7 @@ from ..core.errors import HyperrestartError
 from . import launch, loading, plots
 
 SPACES = ("hypernetwork", "main", "backbone")
-LANDSCAPE_DEFAULTS = {"range": 10.0, "resolution": 256, "batches": 1, "seed": 0}
+LANDSCAPE_DEFAULTS = {"range": 10.0, "resolution": 256, "batches": 1, "seed": 0, "batch_points": 8}
 HESSIAN_DEFAULTS = {"k": 5, "lanczos_steps": 20, "density_runs": 2, "trace_samples": 10, "ratio_vectors": 3,
                     "batches": 1, "seed": 0}
 
@@ -33,8 +33,9 @@ def output_dir(run, out):
 def landscape(run_dir, checkpoint="last", space="all", out=None, nproc=1, upstream=None, **options):
     """Compute, save and plot the landscapes; returns {(checkpoint label, space): npz path}."""
     options = dict(LANDSCAPE_DEFAULTS, **{k: v for k, v in options.items() if v is not None})
-    if options["resolution"] < 2 or options["range"] <= 0 or options["batches"] < 1:
-        raise HyperrestartError("--resolution must be at least 2, --range positive and --batches at least 1")
+    if options["resolution"] < 2 or options["range"] <= 0 or options["batches"] < 1 or options["batch_points"] < 1:
+        raise HyperrestartError("--resolution must be at least 2, --range positive, --batches and --batch-points "
+                                "at least 1")
     run = loading.open_run(run_dir, upstream)
     checkpoints = loading.select(run, checkpoint)
     spaces = spaces_for(space)

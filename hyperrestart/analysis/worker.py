@@ -10,6 +10,7 @@ Progress goes to <out>/progress-rank<r>.json (the tool draws the bar).
 """
 import csv
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch
 
 from ..core.files import atomic_write_json
 from . import directions, hessian, landscape
-from .objective import Objective, no_parameter_grads
+from .objective import BATCH_POINTS, Objective, no_parameter_grads
 
 TIED_SUFFIXES = ("embed_tokens.weight", "lm_head.weight")  # tied to shared.weight: stored once in a checkpoint
 
@@ -103,15 +104,19 @@ def _landscape(job, objective, checkpoint, space, rank, world, progress):
     pts = landscape.points(job["range"], job["resolution"])
     settings = {"run": job["run_id"], "checkpoint": checkpoint["label"], "space": space, "seed": job["seed"],
                 "range": job["range"], "resolution": job["resolution"], "batches": job["batches"],
+                "batch_points": int(job.get("batch_points", BATCH_POINTS)),  # equal to float tolerance only
                 # a retrained run, other data or other weights never reuse a cache
                 "weights": _fingerprint(reference), "loss": repr(objective.loss())}
     cache = landscape.ChunkCache(job["cache"], settings, len(pts), job.get("chunk_points", landscape.CHUNK_POINTS))
 
-    def evaluate(a, b):
-        return objective.shifted_loss(space, [a * x + b * y for x, y in zip(d1, d2)])
+    def evaluate_chunk(chunk):
+        return objective.plane_losses(space, d1, d2, chunk, int(job.get("batch_points", BATCH_POINTS)))
 
     label = f"{checkpoint['label']} {space}"
-    values = landscape.compute(evaluate, pts, cache, rank, world, lambda n: progress.add(n, label))
+    values = landscape.compute(None, pts, cache, rank, world, lambda n: progress.add(n, label), many=evaluate_chunk)
+    if space in objective.vmap_failure:
+        print(f"landscape {label}: grid points evaluated one by one (torch.func.vmap cannot batch this model: "
+              f"{objective.vmap_failure[space]})", file=sys.stderr, flush=True)
     if rank != 0:
         return
     centre = objective.loss()
@@ -191,8 +196,14 @@ def _benchmark(job, objective, checkpoint, progress):
                       "forward_backward_s": _seconds(forward_backward, repeats),
                       "hvp_s": _seconds(lambda: function.hvp(vs), repeats)}
         d1 = [torch.randn_like(r) * 1e-3 for r in objective.space(space).reference()]
+        d2 = [torch.randn_like(r) * 1e-3 for r in objective.space(space).reference()]
+        points = landscape.points(1.0, 3)[:BATCH_POINTS]
         timing["grid_point_s"] = _seconds(lambda: objective.shifted_loss(space, d1), repeats)
         timing["grid_points_per_s"] = 1.0 / timing["grid_point_s"]
+        batched_s = _seconds(lambda: objective.plane_losses(space, d1, d2, points, BATCH_POINTS), repeats)
+        timing["batched_grid_points_per_s"] = len(points) / batched_s
+        timing["batched"] = space not in objective.vmap_failure
+        timing["batch_points"] = BATCH_POINTS
         timing["hvp_over_forward_backward"] = timing["hvp_s"] / timing["forward_backward_s"]
         result["spaces"][space] = timing
         progress.add(1, f"{checkpoint['label']} {space}", force=True)

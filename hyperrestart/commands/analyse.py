@@ -18,7 +18,8 @@ def _steps(text):
 def cmd_landscape(args):
     from ..analysis import tasks
     tasks.landscape(args.run_dir, args.checkpoint, args.space, out=args.out, nproc=args.nproc, upstream=args.upstream,
-                    range=args.range, resolution=args.resolution, batches=args.batches, seed=args.seed)
+                    range=args.range, resolution=args.resolution, batches=args.batches, seed=args.seed,
+                    batch_points=args.batch_points)
     return 0
 
 
@@ -83,6 +84,9 @@ def register(subparsers):
                                                   "paper's)")
     land.add_argument("--resolution", type=int, help="points per axis (default 256, the paper's: 65,536 losses "
                                                      "per surface)")
+    land.add_argument("--batch-points", type=int,
+                      help="grid points per forward pass (torch.func.vmap over stacked shifts; default 8; 1: one "
+                           "pass per point; a model vmap cannot batch goes one by one, with a note in the log)")
     land.add_argument("--nproc", type=int, default=1, help="processes sharing the grid (torchrun; one GPU each on "
                                                            "a GPU node)")
     land.set_defaults(func=cmd_landscape)
