@@ -4,11 +4,11 @@ where vmap cannot go the points go one by one, with the reason kept."""
 import numpy as np
 import pytest
 import torch
+from test_analysis_core import HyperModel, hyper_loss, make_batches
 from torch import nn
 
 from hyperrestart.analysis import directions, landscape
 from hyperrestart.analysis.objective import Objective
-from test_analysis_core import HyperModel, hyper_loss, make_batches
 
 FLOAT32_RTOL = 1e-6  # float32: a vmapped matmul may sum in another order than the unbatched one
 FLOAT64_RTOL = 1e-12

@@ -207,6 +207,21 @@ def test_hessian_and_track_end_to_end(tiny_run):
     assert (out / "track.png").stat().st_size > 10000
 
 
+@pytest.mark.slow
+def test_hessian_over_two_processes_equals_one(tiny_run):
+    small = ["-k", "2", "--lanczos-steps", "4", "--density-runs", "1", "--trace-samples", "2", "--ratio-vectors", "1"]
+    files = {}
+    for nproc in (1, 2):
+        out = tiny_run / f"hessian-nproc{nproc}"
+        result = analyse("hessian", tiny_run, "--checkpoint", "all", "--out", out, "--nproc", nproc, *small)
+        assert result.returncode == 0, result.stdout + result.stderr
+        files[nproc] = {p.name: p.read_bytes() for p in sorted(out.glob("hessian-*.json"))}
+        assert not (out / "hessian-parts").exists()
+    assert list(files[1]) == ["hessian-checkpoint-1.json", "hessian-checkpoint-2.json", "hessian-checkpoint-3.json",
+                              "hessian-init.json"]
+    assert files[1] == files[2]
+
+
 SMALL_HESSIAN = ["-k", "2", "--lanczos-steps", "4", "--density-runs", "1", "--trace-samples", "2",
                  "--ratio-vectors", "1"]
 

@@ -3,11 +3,11 @@ itself) for a sweep: the curvature section, curvature.csv and the figure, mean o
 import csv
 
 import pytest
+from test_report import p3_run
 
 from hyperrestart.analysis import tasks, track
 from hyperrestart.cli import main as cli_main
 from hyperrestart.report import curvature
-from test_report import p3_run
 
 COMPARE = {"compare": {"axis": "schedule", "baseline": "no_restart"}, "seed_axis": "seed"}
 

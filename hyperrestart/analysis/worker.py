@@ -4,8 +4,8 @@ built the run's model, its training loss and its first training batches the upst
 A job (JSON, written by hyperrestart.analysis.launch) names the checkpoints and the work:
 - "landscape": per checkpoint and space, the filter-normalised 2-D surface and 1-D slices, chunked and cached
   (ranks share the chunks); rank 0 writes landscape-<checkpoint>-<space>.npz and .csv.
-- "hessian": per checkpoint (rank 0 only), each space's spectrum and, with both hypernetwork and main spaces, the
-  ||R v|| / ||H_phi v|| ratios; writes hessian-<checkpoint>.json.
+- "hessian": per checkpoint, each space's spectrum and, with both hypernetwork and main spaces, the
+  ||R v|| / ||H_phi v|| ratios, as units that ranks share (hessian_job); rank 0 writes hessian-<checkpoint>.json.
 Progress goes to <out>/progress-rank<r>.json (the tool draws the bar).
 """
 import csv
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..core.files import atomic_write_json
-from . import directions, hessian, landscape
+from . import directions, hessian_job, landscape
 from .objective import BATCH_POINTS, Objective, no_parameter_grads
 
 TIED_SUFFIXES = ("embed_tokens.weight", "lm_head.weight")  # tied to shared.weight: stored once in a checkpoint
@@ -71,6 +71,15 @@ def run(job, model, loss_fn, batches, rank=0, world=1):
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
     init = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def load(checkpoint):
+        load_weights(model, init if checkpoint["path"] is None else checkpoint_state(checkpoint["path"]))
+
+    if job["task"] == "hessian":
+        progress = Progress(out, rank, len(hessian_job.units(job)))
+        hessian_job.run(job, model, loss_fn, batches, load, progress, rank, world)
+        progress.add(0, force=True)
+        return
     todo = [(c, s) for c in job["checkpoints"] for s in job["spaces"]]
     if job["task"] == "landscape":
         per = len(landscape.points(job["range"], job["resolution"]))
@@ -78,7 +87,7 @@ def run(job, model, loss_fn, batches, rank=0, world=1):
     else:
         progress = Progress(out, rank, len(todo))
     for checkpoint in job["checkpoints"]:
-        load_weights(model, init if checkpoint["path"] is None else checkpoint_state(checkpoint["path"]))
+        load(checkpoint)
         objective = Objective(model, loss_fn, batches)
         try:
             if job["task"] == "landscape":
@@ -89,8 +98,6 @@ def run(job, model, loss_fn, batches, rank=0, world=1):
                         progress.add(per, force=True)
             elif job["task"] == "benchmark" and rank == 0:
                 _benchmark(job, objective, checkpoint, progress)
-            elif rank == 0:
-                _hessian(job, objective, checkpoint, progress)
         finally:
             objective.close()
     progress.add(0, force=True)
@@ -142,28 +149,6 @@ def _fingerprint(tensors):
     return digest.hexdigest()
 
 
-def _hessian(job, objective, checkpoint, progress):
-    result = {"checkpoint": checkpoint["label"], "step": checkpoint["step"], "loss": objective.loss(),
-              "batches": job["batches"], "seed": job["seed"], "spaces": {}}
-    with no_parameter_grads(objective.model):
-        for space in job["spaces"]:
-            label = f"{checkpoint['label']} {space}"
-            if space not in objective.available:
-                result["spaces"][space] = None
-            else:
-                function = objective.function(space)
-                result["spaces"][space] = hessian.spectrum(function, k=job["k"], lanczos_steps=job["lanczos_steps"],
-                                                           density_runs=job["density_runs"],
-                                                           trace_samples=job["trace_samples"], seed=job["seed"])
-            progress.add(1, label, force=True)
-    spectra = result["spaces"]
-    if spectra.get("hypernetwork") and spectra.get("main"):
-        result["inertia_agrees"] = hessian.inertia_agreement(spectra["hypernetwork"], spectra["main"])
-    if "hypernetwork" in job["spaces"] and "hypernetwork" in objective.available and "main" in objective.available:
-        result["r_term"] = _r_term(objective, job)
-    atomic_write_json(Path(job["out"]) / f"hessian-{checkpoint['label']}.json", result, indent=1)
-
-
 def _seconds(fn, repeats):
     """Median wall time of fn() over `repeats` calls, after one warm-up call."""
     fn()
@@ -208,18 +193,3 @@ def _benchmark(job, objective, checkpoint, progress):
         result["spaces"][space] = timing
         progress.add(1, f"{checkpoint['label']} {space}", force=True)
     atomic_write_json(Path(job["out"]) / f"benchmark-{checkpoint['label']}.json", result, indent=1)
-
-
-def _r_term(objective, job):
-    """||R v|| / ||H_phi v|| for `ratio_vectors` Gaussian v in the hypernetwork space (seeded)."""
-    generator = torch.Generator().manual_seed(int(job["seed"]) + 101)
-    reference = objective.space("hypernetwork").reference()
-    rows = []
-    for _ in range(int(job.get("ratio_vectors", 3))):
-        vs = [torch.randn(tuple(r.shape), generator=generator, dtype=r.dtype).to(r.device) for r in reference]
-        h_v, gn_v, r_v = objective.decomposition(vs)
-        rows.append({"ratio": hessian.residual_ratio(h_v, r_v), "norm_h_phi_v": float(hessian.flatten(h_v).norm()),
-                     "norm_gauss_newton_v": float(hessian.flatten(gn_v).norm()),
-                     "norm_r_v": float(hessian.flatten(r_v).norm())})
-    ratios = [row["ratio"] for row in rows]
-    return {"vectors": rows, "ratio_mean": float(np.mean(ratios)), "ratio_max": float(np.max(ratios))}

@@ -26,7 +26,7 @@ def cmd_landscape(args):
 def _hessian_options(args):
     return dict(k=args.k, lanczos_steps=args.lanczos_steps, density_runs=args.density_runs,
                 trace_samples=args.trace_samples, ratio_vectors=args.ratio_vectors, batches=args.batches,
-                seed=args.seed)
+                seed=args.seed, nproc=args.nproc)
 
 
 def cmd_hessian(args):
@@ -67,6 +67,9 @@ def _hessian_flags(parser):
     parser.add_argument("--density-runs", type=int, help="stochastic Lanczos quadrature runs (default 2)")
     parser.add_argument("--trace-samples", type=int, help="Hutchinson probes for the trace (default 10)")
     parser.add_argument("--ratio-vectors", type=int, help="random v for ||Rv||/||H_phi v|| (default 3)")
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="processes sharing the work (torchrun): per checkpoint, each space's spectrum and the R "
+                             "term are separate units; the result is the same as with one process")
 
 
 def register(subparsers):
