@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..core.files import atomic_write_json
-from . import directions, hessian_job, landscape
+from . import directions, hessian, hessian_job, landscape
 from .objective import BATCH_POINTS, Objective, no_parameter_grads
 
 TIED_SUFFIXES = ("embed_tokens.weight", "lm_head.weight")  # tied to shared.weight: stored once in a checkpoint
@@ -161,8 +161,9 @@ def _seconds(fn, repeats):
 
 
 def _benchmark(job, objective, checkpoint, progress):
-    """Per space: forward, forward + backward and HVP time (same batches, same variables), and landscape grid
-    points per second; writes benchmark-<checkpoint>.json."""
+    """Per space: forward, forward + backward and HVP time (same batches, same variables; an HVP from scratch, and
+    one through the gradient graph the estimators keep), and landscape grid points per second, one and
+    BATCH_POINTS per forward pass; writes benchmark-<checkpoint>.json."""
     repeats = int(job.get("repeats", 5))
     result = {"checkpoint": checkpoint["label"], "repeats": repeats, "batches": job["batches"], "spaces": {}}
     for space in job["spaces"]:
@@ -179,7 +180,8 @@ def _benchmark(job, objective, checkpoint, progress):
 
             timing = {"forward_s": _seconds(lambda: float(function.loss(function.reference)), repeats),
                       "forward_backward_s": _seconds(forward_backward, repeats),
-                      "hvp_s": _seconds(lambda: function.hvp(vs), repeats)}
+                      "hvp_s": _seconds(lambda: hessian.hvp(function.loss, function.reference, vs), repeats),
+                      "kept_graph_hvp_s": _seconds(lambda: function.hvp(vs), repeats)}
         d1 = [torch.randn_like(r) * 1e-3 for r in objective.space(space).reference()]
         d2 = [torch.randn_like(r) * 1e-3 for r in objective.space(space).reference()]
         points = landscape.points(1.0, 3)[:BATCH_POINTS]
