@@ -8,6 +8,7 @@ from hyperrestart.report import curvature
 from hyperrestart.report.aggregate import aggregate, load_published, match_published, order_as_published
 from hyperrestart.report.evidence import arm_evidence, evidence_csv, evidence_markdown
 from hyperrestart.report.figures import plot_curves, plot_diagnostics
+from hyperrestart.report.paper import paper_markdown
 from hyperrestart.report.runs import AVERAGE, P3_METRIC, choose_split, exclude_non_finite, load_runs
 from hyperrestart.report.tables import markdown_table, runs_csv, table_csv
 
@@ -42,6 +43,8 @@ def build_report(paths, out=None, published=None, split=None, select="last", dig
     found = arm_evidence(rows, main_column)
     if found:
         markdown += "\n" + evidence_markdown(found, main_column, digits)
+    if published_data:
+        markdown += "\n" + paper_markdown(published_data)
     bands = curvature.arm_bands(rows, warn)
     if bands:
         markdown += curvature.section_markdown(bands, curvature.FIGURE if out and figures else None)
@@ -62,6 +65,16 @@ def build_report(paths, out=None, published=None, split=None, select="last", dig
                 curvature.draw(rows, bands, out / curvature.FIGURE, title)
         if bands:
             atomic_write_text(out / "curvature.csv", curvature.section_csv(bands))
+    return markdown
+
+
+def published_report(table, out=None):
+    """The paper's table `table` alone, with its n and what its differences mean at assumed n (no runs needed);
+    written to out/paper.md when out is given."""
+    markdown = paper_markdown(load_published(table))
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(out) / "paper.md", markdown)
     return markdown
 
 
