@@ -109,6 +109,9 @@ def test_errors_are_one_line_with_the_fix(tmp_path, capsys):
     assert "lr_trace.csv is damaged" in capsys.readouterr().err
     assert main(["analyse", "landscape", str(run), "--resolution", "1"]) == 1
     assert "--resolution must be at least 2" in capsys.readouterr().err
+    assert main(["analyse", "landscape", str(run), "--batch-points", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "--batches and --batch-points at least 1" in err and "Traceback" not in err
 
 
 # --- end to end on a real tiny hyperdecoders run ----------------------------------------------------------------
