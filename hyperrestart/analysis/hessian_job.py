@@ -90,7 +90,9 @@ def _assemble(job, everything, progress, poll_s):
         atomic_write_json(Path(job["out"]) / f"hessian-{checkpoint['label']}.json", result, indent=1)
     for index, unit in everything:
         part_path(job, index, unit).unlink()
-    Path(job["out"], PARTS_DIR).rmdir()
+    parts = Path(job["out"], PARTS_DIR)
+    if not any(parts.iterdir()):  # anything else in it is not ours to remove
+        parts.rmdir()
 
 
 def r_term(objective, job):
