@@ -95,3 +95,40 @@ def test_batched_chunks_through_the_cache_equal_one_by_one_and_resume(tmp_path):
     one, batched = grid(1, "one"), grid(8, "batched")
     np.testing.assert_allclose(batched, one, rtol=FLOAT64_RTOL, atol=0)
     np.testing.assert_array_equal(grid(8, "batched"), batched)  # every chunk cached: read back as written
+
+
+class TiedModel(HyperModel):
+    """A backbone weight held under two names (as T5 ties its shared embedding to embed_tokens)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tail = nn.Linear(2, 1)
+        self.tail.weight = self.head.weight
+
+    def forward(self, x, y):
+        weight, bias = self.gen()
+        hidden = torch.tanh(x @ weight.T + bias)
+        return ((self.head(hidden).squeeze(-1) + self.tail(hidden).squeeze(-1) - y) ** 2).mean()
+
+
+def test_a_space_with_tied_parameters_goes_one_by_one():
+    objective = setup(TiedModel, torch.float64)
+    pts = landscape.points(1.0, 3)
+    d1, d2 = plane(objective, "backbone")
+    batched = objective.plane_losses("backbone", d1, d2, pts, batch_points=4)
+    assert objective.vmap_failure["backbone"] == "tied parameters (head.weight)"
+    assert batched == objective.plane_losses("backbone", d1, d2, pts, batch_points=1)
+    d1, d2 = plane(objective, "hypernetwork")
+    objective.plane_losses("hypernetwork", d1, d2, pts, batch_points=4)
+    assert "hypernetwork" not in objective.vmap_failure  # the untied spaces are still batched
+
+
+def test_batched_losses_that_disagree_with_one_point_alone_send_the_space_one_by_one(monkeypatch):
+    objective = setup(HyperModel, torch.float64)
+    pts = landscape.points(1.0, 3)
+    d1, d2 = plane(objective, "main")
+    real = objective._batched_losses
+    monkeypatch.setattr(objective, "_batched_losses", lambda *args: [v + 1.0 for v in real(*args)])
+    values = objective.plane_losses("main", d1, d2, pts, batch_points=4)
+    assert "differs from the same point evaluated alone" in objective.vmap_failure["main"]
+    assert values == objective.plane_losses("main", d1, d2, pts, batch_points=1)

@@ -36,6 +36,7 @@ class Objective:
         self.model, self.loss_fn, self.batches = model, loss_fn, list(batches)
         self._spaces = {}
         self.vmap_failure = {}  # space -> why its grid points went one by one
+        self._vmap_checked = set()  # spaces whose batched losses were checked against one point alone
         # built now, while the parameters' requires_grad flags say which are trainable
         self.available = [name for name in param_spaces.SPACES if param_spaces.has_space(model, name)]
         for name in self.available:
@@ -72,13 +73,31 @@ class Objective:
         (torch.func.vmap over the stacked shifts), one by one when batch_points is 1 or where vmap cannot go (the
         first failure is kept in self.vmap_failure and the rest of the space goes one by one)."""
         points = [(float(a), float(b)) for a, b in points]
+        space = self.space(name)
+        if getattr(space, "tied", None):
+            self.vmap_failure.setdefault(name, f"tied parameters ({', '.join(space.tied[:3])})")
         if batch_points > 1 and name not in self.vmap_failure:
             try:
-                return [v for start in range(0, len(points), batch_points)
-                        for v in self._batched_losses(name, d1, d2, points[start:start + batch_points])]
+                values = [v for start in range(0, len(points), batch_points)
+                          for v in self._batched_losses(name, d1, d2, points[start:start + batch_points])]
+                if self._agrees(name, d1, d2, points[0], values[0]):
+                    return values
             except Exception as exc:  # noqa: BLE001 (a model vmap cannot batch: any op without a batching rule)
                 self.vmap_failure[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         return [self.shifted_loss(name, [a * x + b * y for x, y in zip(d1, d2)]) for a, b in points]
+
+    def _agrees(self, name, d1, d2, point, batched, rtol=1e-3):
+        """Once per space: the first batched loss against the same point evaluated alone (a model whose state
+        outside its parameters vmap cannot see would differ); a disagreement sends the space one by one."""
+        if name in self._vmap_checked:
+            return True
+        a, b = point
+        alone = self.shifted_loss(name, [a * x + b * y for x, y in zip(d1, d2)])
+        if abs(batched - alone) > rtol * abs(alone) + 1e-6:
+            self.vmap_failure[name] = f"a batched loss differs from the same point evaluated alone ({batched!r} vs {alone!r})"
+            return False
+        self._vmap_checked.add(name)
+        return True
 
     def _batched_losses(self, name, d1, d2, points):
         """One vmapped forward per batch for all `points`; the mean over batches summed as loss() sums it."""
