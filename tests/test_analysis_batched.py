@@ -61,7 +61,8 @@ def test_batched_grid_points_equal_one_by_one_in_every_space(model_class, dtype,
         assert space not in objective.vmap_failure
         assert len(batched) == len(pts) and np.ptp(one) > 1e-3  # the points differ
         np.testing.assert_allclose(batched, one, rtol=rtol, atol=0)
-        assert batched[2 * 5 + 2] == pytest.approx(objective.loss(), rel=rtol)  # the grid centre (row 2, column 2)
+        assert batched[2 * 5 + 2] == objective.loss()  # the grid centre (row 2, column 2): exactly the checkpoint's
+        assert batched[25 + 2] == batched[30 + 2] == objective.loss()  # and the slices' centres
     # the space's tensors are untouched afterwards and hooks are off
     assert objective.loss() == setup(model_class, dtype).loss()
 
@@ -132,3 +133,15 @@ def test_batched_losses_that_disagree_with_one_point_alone_send_the_space_one_by
     values = objective.plane_losses("main", d1, d2, pts, batch_points=4)
     assert "differs from the same point evaluated alone" in objective.vmap_failure["main"]
     assert values == objective.plane_losses("main", d1, d2, pts, batch_points=1)
+
+
+def test_the_trained_point_is_evaluated_unperturbed_even_when_batched_sums_differ_in_the_last_bits(monkeypatch):
+    objective = setup(HyperModel, torch.float32)
+    pts = landscape.points(1.0, 3)  # centre at 4 (grid), 9 + 1 and 12 + 1 (slices)
+    d1, d2 = plane(objective, "main")
+    real = objective._batched_losses
+    monkeypatch.setattr(objective, "_batched_losses", lambda *args: [v * (1 + 1e-7) for v in real(*args)])
+    values = objective.plane_losses("main", d1, d2, pts, batch_points=4)
+    assert "main" not in objective.vmap_failure  # within float tolerance: still batched
+    assert values[4] == values[10] == values[13] == objective.loss()
+    assert values[0] != objective.plane_losses("main", d1, d2, pts, batch_points=1)[0]  # the others are batched

@@ -81,6 +81,9 @@ class Objective:
                 values = [v for start in range(0, len(points), batch_points)
                           for v in self._batched_losses(name, d1, d2, points[start:start + batch_points])]
                 if self._agrees(name, d1, d2, points[0], values[0]):
+                    centre = [i for i, point in enumerate(points) if point == (0.0, 0.0)]
+                    for i in centre:  # the trained point itself: unperturbed, so exactly the checkpoint's loss
+                        values[i] = self.loss()
                     return values
             except Exception as exc:  # noqa: BLE001 (a model vmap cannot batch: any op without a batching rule)
                 self.vmap_failure[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
