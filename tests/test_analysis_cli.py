@@ -109,6 +109,9 @@ def test_errors_are_one_line_with_the_fix(tmp_path, capsys):
     assert "lr_trace.csv is damaged" in capsys.readouterr().err
     assert main(["analyse", "landscape", str(run), "--resolution", "1"]) == 1
     assert "--resolution must be at least 2" in capsys.readouterr().err
+    assert main(["analyse", "landscape", str(run), "--batch-points", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "--batches and --batch-points at least 1" in err and "Traceback" not in err
 
 
 # --- end to end on a real tiny hyperdecoders run ----------------------------------------------------------------
@@ -205,6 +208,21 @@ def test_hessian_and_track_end_to_end(tiny_run):
     assert [(r["step"], r["space"]) for r in rows] == [(s, sp) for s in ("0", "3")
                                                        for sp in ("hypernetwork", "main", "backbone")]
     assert (out / "track.png").stat().st_size > 10000
+
+
+@pytest.mark.slow
+def test_hessian_over_two_processes_equals_one(tiny_run):
+    small = ["-k", "2", "--lanczos-steps", "4", "--density-runs", "1", "--trace-samples", "2", "--ratio-vectors", "1"]
+    files = {}
+    for nproc in (1, 2):
+        out = tiny_run / f"hessian-nproc{nproc}"
+        result = analyse("hessian", tiny_run, "--checkpoint", "all", "--out", out, "--nproc", nproc, *small)
+        assert result.returncode == 0, result.stdout + result.stderr
+        files[nproc] = {p.name: p.read_bytes() for p in sorted(out.glob("hessian-*.json"))}
+        assert not (out / "hessian-parts").exists()
+    assert list(files[1]) == ["hessian-checkpoint-1.json", "hessian-checkpoint-2.json", "hessian-checkpoint-3.json",
+                              "hessian-init.json"]
+    assert files[1] == files[2]
 
 
 SMALL_HESSIAN = ["-k", "2", "--lanczos-steps", "4", "--density-runs", "1", "--trace-samples", "2",

@@ -358,3 +358,23 @@ def test_other_settings_never_reuse_a_cache(tmp_path):
     assert one.dir != two.dir
     landscape.compute(lambda a, b: 1.0, pts, one)
     np.testing.assert_array_equal(landscape.compute(lambda a, b: 2.0, pts, two), np.full(len(pts), 2.0))
+
+
+def test_hvps_through_the_kept_gradient_graph_equal_fresh_ones_and_run_one_forward():
+    model, _, objective = hyper_setup()
+    with no_parameter_grads(model):
+        for space in ("hypernetwork", "main", "backbone"):
+            function = objective.function(space)
+            calls = []
+            counted = hessian.SpaceFunction(lambda b, xs, f=function.loss_of_batch: calls.append(b) or f(b, xs),
+                                            function.reference, function.n_batches)
+            g = torch.Generator().manual_seed(2)
+            for _ in range(3):
+                vs = [torch.randn(r.shape, generator=g) for r in function.reference]
+                kept = counted.hvp(vs)
+                fresh = hessian.hvp(function.loss, function.reference, vs)
+                assert all(torch.equal(a, b) for a, b in zip(kept, fresh))
+            assert calls == [0, 1]  # one forward pass over the 2 batches for 3 products
+            counted.release()
+            counted.hvp(vs)
+            assert calls == [0, 1, 0, 1]

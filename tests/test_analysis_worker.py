@@ -78,3 +78,36 @@ def test_a_checkpoint_that_does_not_fit_is_refused(tmp_path):
         worker.load_weights(model, worker.checkpoint_state(folder))
     with pytest.raises(FileNotFoundError, match="holds no model.safetensors or pytorch_model.bin"):
         worker.checkpoint_state(tmp_path)
+
+
+class DropoutModel(HyperModel):
+    """HyperModel with dropout on its hidden layer: the analysis must see it off, at the centre and on the grid."""
+
+    def __init__(self):
+        super().__init__()
+        self.drop = torch.nn.Dropout(0.5)
+
+    def forward(self, x, y):
+        weight, bias = self.gen()
+        hidden = self.drop(torch.tanh(x @ weight.T + bias))
+        return ((self.head(hidden).squeeze(-1) - y) ** 2).mean()
+
+
+def test_the_grid_centre_is_the_checkpoint_loss_in_eval_mode_on_the_same_batches(tmp_path):
+    torch.manual_seed(0)
+    model = DropoutModel().float()
+    batches = [{k: v.float() for k, v in b.items()} for b in make_batches()]
+    model.eval()
+    with torch.no_grad():
+        eval_loss = float(sum(float(hyper_loss(model, b)) for b in batches) / 2)
+        model.train()
+        train_loss = float(sum(float(hyper_loss(model, b)) for b in batches) / 2)
+    assert train_loss != eval_loss
+    spec = job(tmp_path, "landscape", [{"label": "init", "step": 0, "path": None}], resolution=5, batch_points=4)
+    worker.run(spec, model, hyper_loss, batches)
+    for space in ("hypernetwork", "main", "backbone"):
+        data = np.load(tmp_path / "out" / f"landscape-init-{space}.npz")
+        assert float(data["loss_at_checkpoint"]) == eval_loss
+        assert data["surface"][2, 2] == data["loss_at_checkpoint"]  # the grid's centre: same batches, same mode
+        assert data["slice_d1"][2] == data["slice_d2"][2] == data["loss_at_checkpoint"]
+        assert np.ptp(data["surface"]) > 0

@@ -78,10 +78,12 @@ class ChunkCache:
         return np.concatenate([self.load(i) for i in range(self.n_chunks)])
 
 
-def compute(evaluate, pts, cache, rank=0, world=1, progress=None, poll_s=0.5):
-    """Evaluate `evaluate(a, b) -> float` at every point not cached yet: this process takes chunks rank, rank +
-    world, ...; rank 0 then waits for the others' chunks and returns all values (other ranks return None).
-    `progress(n)` is called on rank 0 with the number of points newly finished or found cached."""
+def compute(evaluate, pts, cache, rank=0, world=1, progress=None, poll_s=0.5, many=None):
+    """Evaluate `evaluate(a, b) -> float` at every point not cached yet (or `many(points) -> values` on a chunk's
+    (n, 2) points at once): this process takes chunks rank, rank + world, ...; rank 0 then waits for the others'
+    chunks and returns all values (other ranks return None). `progress(n)` is called on rank 0 with the number of
+    points newly finished or found cached."""
+    many = many or (lambda chunk: [float(evaluate(float(a), float(b))) for a, b in chunk])
     cache.prepare()
     reported = set()
 
@@ -96,7 +98,10 @@ def compute(evaluate, pts, cache, rank=0, world=1, progress=None, poll_s=0.5):
             mark(index)
         elif index % world == rank:
             start, stop = cache.bounds(index)
-            cache.save(index, [float(evaluate(float(a), float(b))) for a, b in pts[start:stop]])
+            values = [float(v) for v in many(pts[start:stop])]
+            if len(values) != stop - start:
+                raise RuntimeError(f"chunk {index}: {len(values)} values for {stop - start} points")
+            cache.save(index, values)
             mark(index)
     if rank != 0:
         return None

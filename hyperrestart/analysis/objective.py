@@ -7,6 +7,14 @@ import torch
 from . import hessian
 from .spaces import GeneratedSpace, build_space, param_spaces
 
+BATCH_POINTS = 8  # landscape grid points per forward pass (vmap); 1: one forward pass per point
+
+
+def _combine(points, x, y):
+    """The shifts a x + b y for every (a, b) of `points`, stacked along a new first dimension: each product is
+    formed as the one-point path forms it (a Python float times the tensor), so the shifts are bit-identical."""
+    return torch.stack([a * x + b * y for a, b in points])
+
 
 @contextmanager
 def no_parameter_grads(model):
@@ -27,6 +35,8 @@ class Objective:
             raise ValueError("no batches to evaluate the loss on")
         self.model, self.loss_fn, self.batches = model, loss_fn, list(batches)
         self._spaces = {}
+        self.vmap_failure = {}  # space -> why its grid points went one by one
+        self._vmap_checked = set()  # spaces whose batched losses were checked against one point alone
         # built now, while the parameters' requires_grad flags say which are trainable
         self.available = [name for name in param_spaces.SPACES if param_spaces.has_space(model, name)]
         for name in self.available:
@@ -57,6 +67,56 @@ class Objective:
     def shifted_loss(self, name, deltas):
         with self.space(name).shifted(deltas):
             return self.loss()
+
+    def plane_losses(self, name, d1, d2, points, batch_points=BATCH_POINTS):
+        """The losses at w + a d1 + b d2 for the rows (a, b) of `points`: `batch_points` points per forward pass
+        (torch.func.vmap over the stacked shifts), one by one when batch_points is 1 or where vmap cannot go (the
+        first failure is kept in self.vmap_failure and the rest of the space goes one by one)."""
+        points = [(float(a), float(b)) for a, b in points]
+        space = self.space(name)
+        if getattr(space, "tied", None):
+            self.vmap_failure.setdefault(name, f"tied parameters ({', '.join(space.tied[:3])})")
+        if batch_points > 1 and name not in self.vmap_failure:
+            try:
+                values = [v for start in range(0, len(points), batch_points)
+                          for v in self._batched_losses(name, d1, d2, points[start:start + batch_points])]
+                if self._agrees(name, d1, d2, points[0], values[0]):
+                    centre = [i for i, point in enumerate(points) if point == (0.0, 0.0)]
+                    for i in centre:  # the trained point itself: unperturbed, so exactly the checkpoint's loss
+                        values[i] = self.loss()
+                    return values
+            except Exception as exc:  # noqa: BLE001 (a model vmap cannot batch: any op without a batching rule)
+                self.vmap_failure[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return [self.shifted_loss(name, [a * x + b * y for x, y in zip(d1, d2)]) for a, b in points]
+
+    def _agrees(self, name, d1, d2, point, batched, rtol=1e-3):
+        """Once per space: the first batched loss against the same point evaluated alone (a model whose state
+        outside its parameters vmap cannot see would differ); a disagreement sends the space one by one."""
+        if name in self._vmap_checked:
+            return True
+        a, b = point
+        alone = self.shifted_loss(name, [a * x + b * y for x, y in zip(d1, d2)])
+        if abs(batched - alone) > rtol * abs(alone) + 1e-6:
+            self.vmap_failure[name] = f"a batched loss differs from the same point evaluated alone ({batched!r} vs {alone!r})"
+            return False
+        self._vmap_checked.add(name)
+        return True
+
+    def _batched_losses(self, name, d1, d2, points):
+        """One vmapped forward per batch for all `points`; the mean over batches summed as loss() sums it."""
+        from torch.func import vmap
+        space = self.space(name)
+        shifts = [_combine(points, x, y) for x, y in zip(d1, d2)]
+        with torch.no_grad():
+            per_batch = [vmap(lambda *deltas, _b=batch: self._loss_with(space, _b, deltas))(*shifts).tolist()
+                         for batch in self.batches]
+        return [sum(float(v) for v in column) / len(self.batches) for column in zip(*per_batch)]
+
+    def _loss_with(self, space, batch, deltas):
+        if isinstance(space, GeneratedSpace):
+            with space.shifted(deltas):
+                return self.loss_fn(self.model, batch)
+        return space.loss_of(self.loss_fn, batch, [p.detach() + d.to(p.dtype) for p, d in zip(space.params, deltas)])
 
     # --- Hessians ----------------------------------------------------------------------------------------------
     def generated_per_batch(self):

@@ -162,11 +162,16 @@ def track_figure(rows, lr_trace, title, path: Path):
 def _track_panel(ax, rows, key, label, lr_trace, style="-", suffix=""):
     values = []
     for space in SPACE_COLORS:
-        points = [(r["step"], r[key]) for r in rows if r["space"] == space and r.get(key) is not None]
+        chosen = [r for r in rows if r["space"] == space and r.get(key) is not None]
+        points = [(r["step"], r[key]) for r in chosen]
         if points:
             ax.plot(*zip(*points), style, marker="o", color=SPACE_COLORS[space],
                     label=SPACE_TITLES.get(space, space) + suffix)
             values += [v for _, v in points]
+        band = [(r["step"], r[f"{key}_min"], r[f"{key}_max"]) for r in chosen if (r.get("n") or 1) > 1]
+        if band:  # rows aggregated over seeds (report): the min-max over seeds, shaded
+            ax.fill_between(*zip(*band), color=SPACE_COLORS[space], alpha=0.15, linewidth=0)
+            values += [v for _, low, high in band for v in (low, high)]
     if key != "negative_mass" and values and min(values) > 0:
         ax.set_yscale("log")
     ax.set_xlabel("optimizer step", fontsize=9)
@@ -182,17 +187,18 @@ def _track_panel(ax, rows, key, label, lr_trace, style="-", suffix=""):
 
 def track_comparison_figure(arms, title, path: Path):
     """Two or more runs' tracks on shared axes: arms = [(label, rows, lr_trace)]; solid for the first arm, dashed
-    for the second, dotted for the rest; each arm's lr curve underneath."""
+    for the second, then dotted and dash-dotted; each arm's lr curve underneath. Rows aggregated over seeds (with
+    n, <key>_min and <key>_max) get a min-max band where n > 1."""
     plt = _pyplot()
     keys = [("top_eigenvalue", "largest Hessian eigenvalue"), ("negative_mass", "spectral mass below 0 (SLQ)"),
             ("r_ratio", "$\\|Rv\\| / \\|H_\\phi v\\|$ (hypernetwork space)")]
-    styles = ["-", "--", ":"]
+    styles = ["-", "--", ":", "-."]
     fig, axes = plt.subplots(2, 3, figsize=(17, 8), gridspec_kw={"height_ratios": [3, 1]}, sharex="col")
     for i, (label, rows, trace) in enumerate(arms):
         for ax, (key, name) in zip(axes[0], keys):
-            _track_panel(ax, rows, key, name, None, styles[min(i, 2)], f" ({label})")
+            _track_panel(ax, rows, key, name, None, styles[i % len(styles)], f" ({label})")
         for ax in axes[1]:
-            ax.plot([s for s, _ in trace], [lr for _, lr in trace], styles[min(i, 2)], color="grey",
+            ax.plot([s for s, _ in trace], [lr for _, lr in trace], styles[i % len(styles)], color="grey",
                     label=f"lr ({label})")
             ax.set_xlabel("optimizer step", fontsize=9)
             ax.set_ylabel("learning rate", fontsize=8)

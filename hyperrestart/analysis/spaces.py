@@ -42,6 +42,12 @@ class ParameterSpace:
         self.model = model
         self.names = [name for name, _ in named_params]
         self.params = [param for _, param in named_params]
+        uses = {}
+        for name, param in model.named_parameters(remove_duplicate=False):
+            uses.setdefault(id(param), []).append(name)
+        # parameters the model holds under several names (T5's shared embedding): a batched functional_call leaves
+        # the other names' copies batched (measured on hyperdecoders' adapter T5), so these spaces are not vmapped
+        self.tied = [name for name, param in named_params if len(uses.get(id(param), ())) > 1]
 
     def reference(self):
         return [p.detach().clone() for p in self.params]

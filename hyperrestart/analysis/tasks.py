@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import HyperrestartError
-from . import launch, loading, plots
+from . import hessian_job, launch, loading, plots
 
 SPACES = ("hypernetwork", "main", "backbone")
-LANDSCAPE_DEFAULTS = {"range": 10.0, "resolution": 256, "batches": 1, "seed": 0}
+LANDSCAPE_DEFAULTS = {"range": 10.0, "resolution": 256, "batches": 1, "seed": 0, "batch_points": 8}
 HESSIAN_DEFAULTS = {"k": 5, "lanczos_steps": 20, "density_runs": 2, "trace_samples": 10, "ratio_vectors": 3,
                     "batches": 1, "seed": 0}
 
@@ -23,15 +23,19 @@ def spaces_for(space):
     return [space]
 
 
+ANALYSIS_DIR = "analysis"  # RUN_DIR/analysis: where the results go without --out (report reads track's there)
+
+
 def output_dir(run, out):
-    return Path(out) if out else run.dir / "analysis"
+    return Path(out) if out else run.dir / ANALYSIS_DIR
 
 
 def landscape(run_dir, checkpoint="last", space="all", out=None, nproc=1, upstream=None, **options):
     """Compute, save and plot the landscapes; returns {(checkpoint label, space): npz path}."""
     options = dict(LANDSCAPE_DEFAULTS, **{k: v for k, v in options.items() if v is not None})
-    if options["resolution"] < 2 or options["range"] <= 0 or options["batches"] < 1:
-        raise HyperrestartError("--resolution must be at least 2, --range positive and --batches at least 1")
+    if options["resolution"] < 2 or options["range"] <= 0 or options["batches"] < 1 or options["batch_points"] < 1:
+        raise HyperrestartError("--resolution must be at least 2, --range positive, --batches and --batch-points "
+                                "at least 1")
     run = loading.open_run(run_dir, upstream)
     checkpoints = loading.select(run, checkpoint)
     spaces = spaces_for(space)
@@ -84,8 +88,9 @@ def _figure3(found, checkpoints, out, lines):
 
 
 def hessian(run_dir, checkpoint="last", space="all", out=None, upstream=None, quiet=False, checkpoints=None,
-            **options):
-    """Compute the spectra and the R-term ratio; returns the per-checkpoint results (dicts)."""
+            nproc=1, **options):
+    """Compute the spectra and the R-term ratio (their units spread over `nproc` processes); returns the
+    per-checkpoint results (dicts)."""
     options = dict(HESSIAN_DEFAULTS, **{k: v for k, v in options.items() if v is not None})
     if options["k"] < 1 or options["batches"] < 1 or options["trace_samples"] < 1:
         raise HyperrestartError("-k, --batches and --trace-samples must be at least 1")
@@ -93,7 +98,8 @@ def hessian(run_dir, checkpoint="last", space="all", out=None, upstream=None, qu
     checkpoints = checkpoints or loading.select(run, checkpoint)
     out = output_dir(run, out)
     job = launch.write_job(run, checkpoints, "hessian", spaces_for(space), out, options)
-    launch.execute(run, job, label="hessian")
+    _clear_parts(out / hessian_job.PARTS_DIR)
+    launch.execute(run, job, nproc=nproc, label="hessian")
     results = []
     for ck in checkpoints:
         path = out / f"hessian-{ck.label}.json"
@@ -105,6 +111,15 @@ def hessian(run_dir, checkpoint="last", space="all", out=None, upstream=None, qu
         print("\n".join(describe(r) for r in results))
         print(f"spectra: {out}/hessian-*.json, densities: hessian-*.png, table: {out / 'hessian-summary.csv'}")
     return results
+
+
+def _clear_parts(folder: Path):
+    """Parts an interrupted hessian job left (JSON files the job writes, then the folder if that empties it)."""
+    if folder.is_dir():
+        for part in folder.glob("*.json"):
+            part.unlink()
+        if not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def describe(result):

@@ -4,12 +4,13 @@ built the run's model, its training loss and its first training batches the upst
 A job (JSON, written by hyperrestart.analysis.launch) names the checkpoints and the work:
 - "landscape": per checkpoint and space, the filter-normalised 2-D surface and 1-D slices, chunked and cached
   (ranks share the chunks); rank 0 writes landscape-<checkpoint>-<space>.npz and .csv.
-- "hessian": per checkpoint (rank 0 only), each space's spectrum and, with both hypernetwork and main spaces, the
-  ||R v|| / ||H_phi v|| ratios; writes hessian-<checkpoint>.json.
+- "hessian": per checkpoint, each space's spectrum and, with both hypernetwork and main spaces, the
+  ||R v|| / ||H_phi v|| ratios, as units that ranks share (hessian_job); rank 0 writes hessian-<checkpoint>.json.
 Progress goes to <out>/progress-rank<r>.json (the tool draws the bar).
 """
 import csv
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -17,8 +18,8 @@ import numpy as np
 import torch
 
 from ..core.files import atomic_write_json
-from . import directions, hessian, landscape
-from .objective import Objective, no_parameter_grads
+from . import directions, hessian, hessian_job, landscape
+from .objective import BATCH_POINTS, Objective, no_parameter_grads
 
 TIED_SUFFIXES = ("embed_tokens.weight", "lm_head.weight")  # tied to shared.weight: stored once in a checkpoint
 
@@ -70,6 +71,15 @@ def run(job, model, loss_fn, batches, rank=0, world=1):
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
     init = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def load(checkpoint):
+        load_weights(model, init if checkpoint["path"] is None else checkpoint_state(checkpoint["path"]))
+
+    if job["task"] == "hessian":
+        progress = Progress(out, rank, len(hessian_job.units(job)))
+        hessian_job.run(job, model, loss_fn, batches, load, progress, rank, world)
+        progress.add(0, force=True)
+        return
     todo = [(c, s) for c in job["checkpoints"] for s in job["spaces"]]
     if job["task"] == "landscape":
         per = len(landscape.points(job["range"], job["resolution"]))
@@ -77,7 +87,7 @@ def run(job, model, loss_fn, batches, rank=0, world=1):
     else:
         progress = Progress(out, rank, len(todo))
     for checkpoint in job["checkpoints"]:
-        load_weights(model, init if checkpoint["path"] is None else checkpoint_state(checkpoint["path"]))
+        load(checkpoint)
         objective = Objective(model, loss_fn, batches)
         try:
             if job["task"] == "landscape":
@@ -88,8 +98,6 @@ def run(job, model, loss_fn, batches, rank=0, world=1):
                         progress.add(per, force=True)
             elif job["task"] == "benchmark" and rank == 0:
                 _benchmark(job, objective, checkpoint, progress)
-            elif rank == 0:
-                _hessian(job, objective, checkpoint, progress)
         finally:
             objective.close()
     progress.add(0, force=True)
@@ -103,15 +111,19 @@ def _landscape(job, objective, checkpoint, space, rank, world, progress):
     pts = landscape.points(job["range"], job["resolution"])
     settings = {"run": job["run_id"], "checkpoint": checkpoint["label"], "space": space, "seed": job["seed"],
                 "range": job["range"], "resolution": job["resolution"], "batches": job["batches"],
+                "batch_points": int(job.get("batch_points", BATCH_POINTS)),  # equal to float tolerance only
                 # a retrained run, other data or other weights never reuse a cache
                 "weights": _fingerprint(reference), "loss": repr(objective.loss())}
     cache = landscape.ChunkCache(job["cache"], settings, len(pts), job.get("chunk_points", landscape.CHUNK_POINTS))
 
-    def evaluate(a, b):
-        return objective.shifted_loss(space, [a * x + b * y for x, y in zip(d1, d2)])
+    def evaluate_chunk(chunk):
+        return objective.plane_losses(space, d1, d2, chunk, int(job.get("batch_points", BATCH_POINTS)))
 
     label = f"{checkpoint['label']} {space}"
-    values = landscape.compute(evaluate, pts, cache, rank, world, lambda n: progress.add(n, label))
+    values = landscape.compute(None, pts, cache, rank, world, lambda n: progress.add(n, label), many=evaluate_chunk)
+    if space in objective.vmap_failure:
+        print(f"landscape {label}: grid points evaluated one by one (torch.func.vmap cannot batch this model: "
+              f"{objective.vmap_failure[space]})", file=sys.stderr, flush=True)
     if rank != 0:
         return
     centre = objective.loss()
@@ -137,28 +149,6 @@ def _fingerprint(tensors):
     return digest.hexdigest()
 
 
-def _hessian(job, objective, checkpoint, progress):
-    result = {"checkpoint": checkpoint["label"], "step": checkpoint["step"], "loss": objective.loss(),
-              "batches": job["batches"], "seed": job["seed"], "spaces": {}}
-    with no_parameter_grads(objective.model):
-        for space in job["spaces"]:
-            label = f"{checkpoint['label']} {space}"
-            if space not in objective.available:
-                result["spaces"][space] = None
-            else:
-                function = objective.function(space)
-                result["spaces"][space] = hessian.spectrum(function, k=job["k"], lanczos_steps=job["lanczos_steps"],
-                                                           density_runs=job["density_runs"],
-                                                           trace_samples=job["trace_samples"], seed=job["seed"])
-            progress.add(1, label, force=True)
-    spectra = result["spaces"]
-    if spectra.get("hypernetwork") and spectra.get("main"):
-        result["inertia_agrees"] = hessian.inertia_agreement(spectra["hypernetwork"], spectra["main"])
-    if "hypernetwork" in job["spaces"] and "hypernetwork" in objective.available and "main" in objective.available:
-        result["r_term"] = _r_term(objective, job)
-    atomic_write_json(Path(job["out"]) / f"hessian-{checkpoint['label']}.json", result, indent=1)
-
-
 def _seconds(fn, repeats):
     """Median wall time of fn() over `repeats` calls, after one warm-up call."""
     fn()
@@ -171,8 +161,9 @@ def _seconds(fn, repeats):
 
 
 def _benchmark(job, objective, checkpoint, progress):
-    """Per space: forward, forward + backward and HVP time (same batches, same variables), and landscape grid
-    points per second; writes benchmark-<checkpoint>.json."""
+    """Per space: forward, forward + backward and HVP time (same batches, same variables; an HVP from scratch, and
+    one through the gradient graph the estimators keep), and landscape grid points per second, one and
+    BATCH_POINTS per forward pass; writes benchmark-<checkpoint>.json."""
     repeats = int(job.get("repeats", 5))
     result = {"checkpoint": checkpoint["label"], "repeats": repeats, "batches": job["batches"], "spaces": {}}
     for space in job["spaces"]:
@@ -189,26 +180,18 @@ def _benchmark(job, objective, checkpoint, progress):
 
             timing = {"forward_s": _seconds(lambda: float(function.loss(function.reference)), repeats),
                       "forward_backward_s": _seconds(forward_backward, repeats),
-                      "hvp_s": _seconds(lambda: function.hvp(vs), repeats)}
+                      "hvp_s": _seconds(lambda: hessian.hvp(function.loss, function.reference, vs), repeats),
+                      "kept_graph_hvp_s": _seconds(lambda: function.hvp(vs), repeats)}
         d1 = [torch.randn_like(r) * 1e-3 for r in objective.space(space).reference()]
+        d2 = [torch.randn_like(r) * 1e-3 for r in objective.space(space).reference()]
+        points = landscape.points(1.0, 3)[:BATCH_POINTS]
         timing["grid_point_s"] = _seconds(lambda: objective.shifted_loss(space, d1), repeats)
         timing["grid_points_per_s"] = 1.0 / timing["grid_point_s"]
+        batched_s = _seconds(lambda: objective.plane_losses(space, d1, d2, points, BATCH_POINTS), repeats)
+        timing["batched_grid_points_per_s"] = len(points) / batched_s
+        timing["batched"] = space not in objective.vmap_failure
+        timing["batch_points"] = BATCH_POINTS
         timing["hvp_over_forward_backward"] = timing["hvp_s"] / timing["forward_backward_s"]
         result["spaces"][space] = timing
         progress.add(1, f"{checkpoint['label']} {space}", force=True)
     atomic_write_json(Path(job["out"]) / f"benchmark-{checkpoint['label']}.json", result, indent=1)
-
-
-def _r_term(objective, job):
-    """||R v|| / ||H_phi v|| for `ratio_vectors` Gaussian v in the hypernetwork space (seeded)."""
-    generator = torch.Generator().manual_seed(int(job["seed"]) + 101)
-    reference = objective.space("hypernetwork").reference()
-    rows = []
-    for _ in range(int(job.get("ratio_vectors", 3))):
-        vs = [torch.randn(tuple(r.shape), generator=generator, dtype=r.dtype).to(r.device) for r in reference]
-        h_v, gn_v, r_v = objective.decomposition(vs)
-        rows.append({"ratio": hessian.residual_ratio(h_v, r_v), "norm_h_phi_v": float(hessian.flatten(h_v).norm()),
-                     "norm_gauss_newton_v": float(hessian.flatten(gn_v).norm()),
-                     "norm_r_v": float(hessian.flatten(r_v).norm())})
-    ratios = [row["ratio"] for row in rows]
-    return {"vectors": rows, "ratio_mean": float(np.mean(ratios)), "ratio_max": float(np.max(ratios))}

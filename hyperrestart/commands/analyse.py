@@ -18,14 +18,15 @@ def _steps(text):
 def cmd_landscape(args):
     from ..analysis import tasks
     tasks.landscape(args.run_dir, args.checkpoint, args.space, out=args.out, nproc=args.nproc, upstream=args.upstream,
-                    range=args.range, resolution=args.resolution, batches=args.batches, seed=args.seed)
+                    range=args.range, resolution=args.resolution, batches=args.batches, seed=args.seed,
+                    batch_points=args.batch_points)
     return 0
 
 
 def _hessian_options(args):
     return dict(k=args.k, lanczos_steps=args.lanczos_steps, density_runs=args.density_runs,
                 trace_samples=args.trace_samples, ratio_vectors=args.ratio_vectors, batches=args.batches,
-                seed=args.seed)
+                seed=args.seed, nproc=args.nproc)
 
 
 def cmd_hessian(args):
@@ -66,6 +67,9 @@ def _hessian_flags(parser):
     parser.add_argument("--density-runs", type=int, help="stochastic Lanczos quadrature runs (default 2)")
     parser.add_argument("--trace-samples", type=int, help="Hutchinson probes for the trace (default 10)")
     parser.add_argument("--ratio-vectors", type=int, help="random v for ||Rv||/||H_phi v|| (default 3)")
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="processes sharing the work (torchrun): per checkpoint, each space's spectrum and the R "
+                             "term are separate units; the result is the same as with one process")
 
 
 def register(subparsers):
@@ -83,6 +87,9 @@ def register(subparsers):
                                                   "paper's)")
     land.add_argument("--resolution", type=int, help="points per axis (default 256, the paper's: 65,536 losses "
                                                      "per surface)")
+    land.add_argument("--batch-points", type=int,
+                      help="grid points per forward pass (torch.func.vmap over stacked shifts; default 8; 1: one "
+                           "pass per point; a model vmap cannot batch goes one by one, with a note in the log)")
     land.add_argument("--nproc", type=int, default=1, help="processes sharing the grid (torchrun; one GPU each on "
                                                            "a GPU node)")
     land.set_defaults(func=cmd_landscape)

@@ -9,7 +9,9 @@ def register(subparsers):
                     "its difference to the matching no-restart arm as (+x.xx)/(−x.xx). Every run is scored on one "
                     "split (--split). Writes table.md, table.csv, runs.csv, metric_curves.png and loss_curves.png "
                     "(mean over seeds with a min–max band, the lr each step applied on a second axis; the plotted "
-                    "numbers in the .csv beside each) into --out and prints the Markdown table. A run that cannot "
+                    "numbers in the .csv beside each) into --out and prints the Markdown table. Runs holding `analyse track` "
+                    "results (RUN_DIR/analysis/track.csv) add a curvature section, curvature.png and curvature.csv "
+                    "(per arm, mean over its tracked runs). A run that cannot "
                     "be used (a damaged JSON file, no metrics, unfinished, no metrics of the table's split) is skipped "
                     "with a warning naming it and listed under the table; the exit status is 0 when at least one "
                     "run is reported, 1 when none is.")
@@ -53,7 +55,7 @@ def run(args):
     print(markdown, end="")
     if args.out:
         names = ["table.md", "table.csv", "runs.csv", "evidence.csv", "metric_curves.png", "metric_curves.csv",
-                 "loss_curves.png", "loss_curves.csv"]
+                 "loss_curves.png", "loss_curves.csv", "curvature.png", "curvature.csv"]
         written = [n for n in names if (Path(args.out) / n).exists()]  # a figure with no curve data is not drawn
         written += sorted(p.name for p in Path(args.out).glob("diagnostics_*.png"))
         print(f"\nwritten in {args.out}: {', '.join(written)}")

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.files import atomic_write_text
+from hyperrestart.report import curvature
 from hyperrestart.report.aggregate import aggregate, load_published, match_published, order_as_published
 from hyperrestart.report.evidence import arm_evidence, evidence_csv, evidence_markdown
 from hyperrestart.report.figures import plot_curves, plot_diagnostics
@@ -44,6 +45,9 @@ def build_report(paths, out=None, published=None, split=None, select="last", dig
         markdown += "\n" + evidence_markdown(found, main_column, digits)
     if published_data:
         markdown += "\n" + paper_markdown(published_data)
+    bands = curvature.arm_bands(rows, warn)
+    if bands:
+        markdown += curvature.section_markdown(bands, curvature.FIGURE if out and figures else None)
     if out:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -57,6 +61,10 @@ def build_report(paths, out=None, published=None, split=None, select="last", dig
             plot_curves(rows, "metric", out / "metric_curves.png", title, label)
             plot_curves(rows, "loss", out / "loss_curves.png", title)
             plot_diagnostics(rows, out)
+            if bands:
+                curvature.draw(rows, bands, out / curvature.FIGURE, title)
+        if bands:
+            atomic_write_text(out / "curvature.csv", curvature.section_csv(bands))
     return markdown
 
 
