@@ -7,6 +7,7 @@ lifeline    every process dies with the one that started it (parent-death signal
 data        prepared P3 -> tokenized splits, length-grouped global batches, collation
 model       T5 or hyperdecoders' adapter T5, the optimizer
 checkpoints checkpoint folders, RNG states, exact resume
+resume_changes  what a resume may change (--resume_allowed_changes; PBT exploits)
 evaluation  greedy generation and the paper's Rouge-L
 logs        train/eval CSV logs, run_config.json, TensorBoard / wandb
 train       main(): the named steps of a run, and the training loop

@@ -40,7 +40,7 @@ def main(argv=None):
     load_tokenizer_and_data(run)
     load_model_and_optimizer(run, checkpoint)
     if checkpoint:
-        run.state = restore(checkpoint, run.optimizer, run.scheduler, run.dist.rank)
+        run.state = restore(checkpoint, run.optimizer, run.scheduler, run.dist.rank, run.args)
     open_logs(run)
     make_diagnostics(run, checkpoint)
     if run.state["step"] == 0 and run.args.eval_at_start:
