@@ -1,0 +1,208 @@
+"""`hyperrestart tune`: tune specs checked when read (one line per problem), the distributions as Ray Tune's, PBT's
+explore step kept in bounds, the report's search section; end to end (-m slow): the tiny ASHA search and the
+4-member PBT."""
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hyperrestart.cli import main as cli_main
+from hyperrestart.core.errors import HyperrestartError
+from hyperrestart.core.paths import PROJECT_ROOT
+from hyperrestart.tune import space as tune_space
+from hyperrestart.tune.spec import parse_tune_spec
+
+BASE = "configs/p3/table2_t5_restart.json"
+GOOD = f"""runner: p3
+config: {BASE}
+set: {{seed: 1}}
+search:
+  space:
+    learning_rate: {{loguniform: [1.0e-3, 1.0e-2]}}
+    eta_min: {{uniform: [0, 1.0e-4]}}
+    restart_t0: {{randint: [1, 4]}}
+    optimizer: {{choice: [adamw, adafactor]}}
+  metric: rougeL_micro
+  mode: max
+  num_samples: 6
+  scheduler: {{name: asha, grace_period: 102}}
+"""
+
+
+def write(tmp_path, text, name="tune.yaml"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def refused(tmp_path, text, tiny=True):
+    """The one-line error a spec gets from `tune --list`."""
+    with pytest.raises(HyperrestartError) as caught:
+        parse_tune_spec(write(tmp_path, text), tiny=tiny)
+    message = str(caught.value)
+    lines = message.splitlines()  # one line; an unknown option: the sweep's header and one line naming it
+    assert len(lines) == 1 or (len(lines) == 2 and "found before anything runs" in lines[0]), message
+    return message
+
+
+def test_a_good_spec_parses_with_the_runs_steps(tmp_path):
+    spec = parse_tune_spec(write(tmp_path, GOOD), tiny=True)
+    assert spec.keys == ["learning_rate", "eta_min", "restart_t0", "optimizer"]
+    assert (spec.max_steps, spec.eval_steps, spec.num_samples, spec.searcher) == (255, 51, 6, "random")
+    assert spec.scheduler == {"name": "asha", "grace_period": 102, "reduction_factor": 2}
+    fixed = dict(spec.fixed)
+    assert "learning_rate" not in fixed and fixed["seed"] == 1 and fixed["max_steps"] == 255  # the search decides lr
+    full = parse_tune_spec(write(tmp_path, GOOD), tiny=False)  # Table 2's own steps
+    assert (full.max_steps, full.eval_steps) == (39624, 312)
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (("search:", "serch:"), "unknown key `serch` in the spec; did you mean `search`?"),
+    (("metric: rougeL_micro", "metric: rougeL_mikro"), "did you mean `rougeL_micro`?"),
+    (("metric: rougeL_micro", "metric: bleu"), "`search.metric` 'bleu' is not a metric of the P3 runner"),
+    (("mode: max", "mode: maximum"), "`search.mode` must be min or max"),
+    (("num_samples: 6", "num_samples: 0"), "`search.num_samples` must be an integer >= 1"),
+    (("{loguniform: [1.0e-3, 1.0e-2]}", "{loguniform: [1.0e-2, 1.0e-3]}"), "low 0.01 >= high 0.001"),
+    (("{loguniform: [1.0e-3, 1.0e-2]}", "{loguniform: [0, 1.0e-2]}"), "needs low > 0"),
+    (("{loguniform: [1.0e-3, 1.0e-2]}", "{loguniform: [.nan, 1.0e-2]}"), "NaN and infinite values are refused"),
+    (("{loguniform: [1.0e-3, 1.0e-2]}", "{loguniform: [1.0e-3, .inf]}"), "NaN and infinite values are refused"),
+    (("{loguniform: [1.0e-3, 1.0e-2]}", "{logunifrom: [1.0e-3, 1.0e-2]}"), "did you mean `loguniform`?"),
+    (("{loguniform: [1.0e-3, 1.0e-2]}", "{loguniform: [1.0e-3]}"), "must be [low, high], two finite numbers"),
+    (("{loguniform: [1.0e-3, 1.0e-2]}", "[1.0e-3, 1.0e-2]"), "must be one distribution"),
+    (("{loguniform: [1.0e-3, 1.0e-2]}", "{uniform: [-1.0e-3, 1.0e-2]}"), "learning_rate"),
+    (("{randint: [1, 4]}", "{randint: [1.5, 4]}"), "bounds must be integers"),
+    (("{choice: [adamw, adafactor]}", "{choice: []}"), "must be a list"),
+    (("{uniform: [0, 1.0e-4]}", "{uniform: [0, 2.0e-3]}"), "the restart schedule needs eta_min < learning_rate"),
+    (("    eta_min:", "    eta_mni:"), "`eta_mni` (from search.space) is not one of the options of the P3 runner"),
+    (("{name: asha, grace_period: 102}", "{name: hyperband}"), "`search.scheduler.name` is 'hyperband'"),
+    (("{name: asha, grace_period: 102}", "{name: asha, grace: 102}"), "did you mean `grace_period`?"),
+    (("{name: asha, grace_period: 102}", "{name: asha, grace_period: 255}"), "ASHA could stop nothing"),
+    (("{name: asha, grace_period: 102}", "{name: pbt, perturbation_interval: 100}"), "must be a multiple of eval_steps"),
+    (("{name: asha, grace_period: 102}", "{name: pbt, mutate: [seed]}"), "`seed`, which is not searched"),
+    (("{name: asha, grace_period: 102}", "{name: pbt, mutate: [restart_t0]}"), "cannot change when it resumes"),
+    (("{name: asha, grace_period: 102}", "{name: pbt, perturb_every: 2, perturbation_interval: 102}"), "not both"),
+    (("  num_samples: 6\n", "  num_samples: 6\n  searcher: optuna\n"), None),
+    (("  num_samples: 6\n", "  num_samples: 6\n  searcher: tpe\n"), "use one of random, optuna"),
+    (("set: {seed: 1}", "set: {seed: 1, learning_rate: 1.0e-3}"), "`learning_rate` is both searched"),
+    (("set: {seed: 1}", "set: {seed: -1}"), "seed"),
+    (("set: {seed: 1}", "grid: {seed: [1, 2]}"), "a tune spec has no `grid:`"),
+    (("runner: p3", "runner: run"), "`tune` runs the P3 runner"),
+])
+def test_bad_specs_are_refused_at_parse_time_in_one_line(tmp_path, edit, expected):
+    old, new = edit
+    assert old in GOOD
+    text = GOOD.replace(old, new, 1)
+    if expected is None:  # the control: a valid variant parses
+        assert parse_tune_spec(write(tmp_path, text), tiny=True).searcher == "optuna"
+        return
+    assert expected in refused(tmp_path, text)
+
+
+def test_pbt_with_another_searcher_or_a_population_of_one_is_refused(tmp_path):
+    pbt = GOOD.replace("{name: asha, grace_period: 102}", "{name: pbt, perturb_every: 2, mutate: [learning_rate]}")
+    spec = parse_tune_spec(write(tmp_path, pbt), tiny=True)
+    assert spec.scheduler["perturbation_interval"] == 102 and spec.scheduler["mutate"] == ["learning_rate"]
+    assert "use `searcher: random`" in refused(tmp_path, pbt.replace("num_samples: 6", "num_samples: 6\n  searcher: optuna"))
+    assert "at least 2 members" in refused(tmp_path, pbt.replace("num_samples: 6", "num_samples: 1"))
+
+
+def test_the_cli_refuses_in_one_line_without_a_traceback(tmp_path, capsys):
+    path = write(tmp_path, GOOD.replace("mode: max", "mode: best"))
+    assert cli_main(["tune", str(path), "--tiny", "--list"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hyperrestart: error:") and "mode" in err and len(err.splitlines()) == 1
+
+
+def test_the_shipped_tiny_specs_match_the_issue(capsys):
+    asha = parse_tune_spec(PROJECT_ROOT / "sweeps" / "tune_tiny.yaml", tiny=True)
+    assert (asha.num_samples, asha.scheduler["name"], sorted(asha.keys)) == (8, "asha", ["eta_min", "learning_rate"])
+    pbt = parse_tune_spec(PROJECT_ROOT / "sweeps" / "tune_pbt_tiny.yaml", tiny=True)
+    assert (pbt.num_samples, pbt.scheduler["name"]) == (4, "pbt")
+    assert pbt.scheduler["perturbation_interval"] < pbt.max_steps
+    assert cli_main(["tune", "sweeps/tune_tiny.yaml", "--tiny", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "search\tlearning_rate\tloguniform[0.001, 0.01]" in out and "8 trial(s)" in out
+
+
+def test_distributions_map_to_ray_domains_with_inclusive_randint(tmp_path):
+    from ray.tune.search.sample import Categorical, Float, Integer, LogUniform, Uniform
+
+    spec = parse_tune_spec(write(tmp_path, GOOD), tiny=True)
+    domains = tune_space.param_space(spec)
+    lr, eta, t0, opt = (domains[k] for k in spec.keys)
+    assert isinstance(lr, Float) and (lr.lower, lr.upper) == (1e-3, 1e-2) and isinstance(lr.sampler, LogUniform)
+    assert isinstance(eta, Float) and isinstance(eta.sampler, Uniform)
+    assert isinstance(t0, Integer) and (t0.lower, t0.upper) == (1, 5)  # Ray's upper bound is exclusive
+    assert isinstance(opt, Categorical) and opt.categories == ["adamw", "adafactor"]
+    draws = {t0.sample() for _ in range(300)}
+    assert draws == {1, 2, 3, 4}
+    samples = [lr.sample() for _ in range(300)]
+    assert all(1e-3 <= s <= 1e-2 for s in samples) and min(samples) < 2e-3 and max(samples) > 5e-3
+
+
+def test_pbt_perturbations_stay_inside_the_bounds(tmp_path):
+    spec = parse_tune_spec(write(tmp_path, GOOD), tiny=True)
+    clip = tune_space.Clipper(spec)
+    assert clip({"learning_rate": 1.2e-2, "eta_min": -1e-9, "restart_t0": 4.8, "optimizer": "adamw"}) == \
+        {"learning_rate": 1e-2, "eta_min": 0.0, "restart_t0": 4, "optimizer": "adamw"}
+    assert clip({"learning_rate": 5e-3, "eta_min": 1e-5})["learning_rate"] == 5e-3
+    pbt = parse_tune_spec(write(tmp_path, GOOD.replace("{name: asha, grace_period: 102}",
+                                                      "{name: pbt, mutate: [learning_rate, eta_min]}")
+                                .replace("{loguniform: [1.0e-3, 1.0e-2]}", "{choice: [1.0e-3, 3.0e-3]}")), tiny=True)
+    mutations = tune_space.mutations(pbt)  # a choice is a list PBT shifts along, a range a domain it resamples
+    assert mutations["learning_rate"] == [1e-3, 3e-3] and type(mutations["eta_min"]).__name__ == "Float"
+    assert set(mutations) == {"learning_rate", "eta_min"}
+
+
+def test_the_report_names_the_best_finished_trial_and_plots_score_per_key(tmp_path):
+    """A fake search root: finished and stopped trials; the best is the best finished one, the plot is written."""
+    from hyperrestart.report.search import best_lines, plot_search, search_markdown, search_roots, trials
+    from hyperrestart.sweep.jobs import COMPLETE_MARKER
+    from hyperrestart.tune.trial import SEARCH_RECORD, STOPPED_MARKER, TRIAL_RECORD
+
+    root = tmp_path / "search"
+    record = {"name": "s", "metric": "rougeL_micro", "mode": "max", "searcher": "random", "max_steps": 255,
+              "scheduler": {"name": "asha"}, "space": {"learning_rate": {"loguniform": [1e-3, 1e-2]},
+                                                       "eta_min": {"uniform": [0, 1e-4]}}}
+    root.mkdir()
+    (root / SEARCH_RECORD).write_text(json.dumps(record))
+    for name, lr, scores, state in (("trial_00000", 2e-3, [0, 20.0, 25.0], "finished"),
+                                    ("trial_00001", 8e-3, [0, 28.0], "stopped"),  # higher, but after fewer steps
+                                    ("trial_00002", 4e-3, [0, 22.0, 27.5], "finished")):
+        folder = root / name
+        folder.mkdir()
+        (folder / TRIAL_RECORD).write_text(json.dumps({"config": {"learning_rate": lr, "eta_min": 1e-5},
+                                                       "exploits": []}))
+        rows = "".join(f"{i * 102},{s},{s},800,4,1.0\n" for i, s in enumerate(scores))
+        (folder / "eval_log.csv").write_text("step,rougeL_micro,rougeL_macro,num_examples,num_tasks,eval_seconds\n"
+                                             + rows)
+        (folder / (COMPLETE_MARKER if state == "finished" else STOPPED_MARKER)).write_text("{}")
+    [(found_root, found_record)] = search_roots([root])
+    found = trials(found_root, found_record)
+    assert [t["state"] for t in found] == ["finished", "stopped", "finished"]
+    assert best_lines(root)[0] == ("best configuration: learning_rate=0.004, eta_min=1e-05 (trial_00002): "
+                                   "rougeL_micro 27.50 at step 204")
+    markdown = search_markdown(root, record, found)
+    assert "| trial_00002 **best** | finished | 204 | 27.50 |" in markdown
+    assert "| trial_00001 | stopped early (asha) | 102 | 28.00 |" in markdown
+    path = plot_search(record, found, tmp_path / "out" / "search_scores.png") if (tmp_path / "out").mkdir() is None \
+        else None
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.DictReader((tmp_path / "out" / "search.csv").open(encoding="utf-8")))
+    assert [(r["trial"], r["state"], r["rougeL_micro"]) for r in rows] == [
+        ("trial_00000", "finished", "25.0"), ("trial_00001", "stopped", "28.0"), ("trial_00002", "finished", "27.5")]
+
+
+def test_a_second_search_into_the_same_output_root_is_refused(tmp_path, capsys):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "tune-search.json").write_text("{}")
+    assert cli_main(["tune", "sweeps/tune_tiny.yaml", "--tiny", "--output-root", str(root)]) == 1
+    assert "holds a search already" in capsys.readouterr().err
