@@ -206,3 +206,141 @@ def test_a_second_search_into_the_same_output_root_is_refused(tmp_path, capsys):
     (root / "tune-search.json").write_text("{}")
     assert cli_main(["tune", "sweeps/tune_tiny.yaml", "--tiny", "--output-root", str(root)]) == 1
     assert "holds a search already" in capsys.readouterr().err
+
+
+# --- end to end on the tiny P3 task (-m slow) ------------------------------------------------------------------------
+def tune_command(spec, root, *extra):
+    return [sys.executable, "-m", "hyperrestart.cli", "tune", str(spec), "--tiny", "--output-root", str(root),
+            *map(str, extra)]
+
+
+def run_tune(spec, root, *extra, timeout=900):
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), OMP_NUM_THREADS="1")
+    done = subprocess.run(tune_command(spec, root, *extra), capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=PROJECT_ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_spec(tmp_path, source, **changes):
+    """A test-only copy of a shipped tiny spec with fewer trials (the shipped ones keep the issue's sizes)."""
+    text = (PROJECT_ROOT / "sweeps" / source).read_text(encoding="utf-8")
+    for old, new in changes.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    return write(tmp_path, text, source)
+
+
+test_spec.__test__ = False
+
+
+@pytest.mark.slow  # a 2-trial ASHA search on the tiny P3 task, one trial at a time (~2-4 min on 2 busy cores)
+def test_tiny_asha_search_stops_a_trial_early_and_reports_the_best(tmp_path):
+    # one trial at a time, so ASHA's rung at step 102 holds trial_00000's score when trial_00001 (lr 1.1e-3,
+    # Rouge-L 0.25 at step 102 against 12.9) reaches it: it is stopped there
+    spec = test_spec(tmp_path, "tune_tiny.yaml", **{"num_samples: 8": "num_samples: 2\n  max_concurrent: 1"})
+    root = tmp_path / "asha"
+    out = run_tune(spec, root)
+    assert "trial_00001: stopped at step 102 by asha" in out and "trial_00000: finished" in out
+    assert "2 trials in" in out and "1 finished, 1 stopped early by asha, 0 failed" in out
+    best = next(line for line in out.splitlines() if line.startswith("best configuration:"))
+    assert "(trial_00000)" in best and "at step 255" in best
+    for name in ("trial_00000", "trial_00001"):  # every trial is a run folder report reads
+        folder = root / name
+        assert (folder / "sweep-run.json").exists() and (folder / "eval_log.csv").exists()
+    stopped = json.loads((root / "trial_00001" / ".hyperrestart-stopped.json").read_text())
+    assert stopped["step"] == 102 and stopped["by"] == "asha"
+    steps = [int(r["step"]) for r in csv.DictReader((root / "trial_00001" / "train_log.csv").open())]
+    assert max(steps) < 255  # it ended early, not after a full run
+    assert (root / "trial_00000" / ".hyperrestart-complete.json").exists()
+    assert cli_main(["report", str(root), "--out", str(root / "report")]) == 0
+    table = (root / "report" / "table.md").read_text()
+    assert "trial_00000 **best** | finished | 255" in table and "stopped early (asha) | 102" in table
+    assert "_best configuration: learning_rate=" in table and "(trial_00000)" in table
+    assert (root / "report" / "search_scores.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow  # a 2-member PBT on the tiny P3 task in 3 segments each (~4-6 min on 2 busy cores)
+def test_tiny_pbt_exploits_and_the_lr_trace_shows_it(tmp_path):
+    spec = test_spec(tmp_path, "tune_pbt_tiny.yaml", **{"num_samples: 4": "num_samples: 2",
+                                                        "quantile_fraction: 0.25": "quantile_fraction: 0.5"})
+    root = tmp_path / "pbt"
+    out = run_tune(spec, root)
+    assert "2 finished, 0 stopped early by pbt, 0 failed" in out
+    exploits = [(folder.name, e) for folder in sorted(root.glob("trial_*"))
+                for e in json.loads((folder / "tune-trial.json").read_text())["exploits"]]
+    assert exploits, out
+    assert any(line.startswith("exploit at step ") for line in out.splitlines())
+    name, exploit = exploits[0]
+    assert exploit["step"] in (102, 204) and exploit["donor"] != name
+    rows = {int(r["step"]): float(r["lr"]) for r in csv.DictReader((root / name / "train_log.csv").open())}
+    assert sorted(rows) == list(range(1, 256))
+    step = exploit["step"]
+    until = min([e["step"] for n, e in exploits if n == name and e["step"] > step] + [255])
+    new = sgdr_lr(exploit["new"]["learning_rate"], exploit["new"]["eta_min"])
+    for s in range(step + 1, until + 1):  # after the exploit the trace follows the new values (eq. 5, T_0 1, T_mult 2)
+        assert rows[s] == pytest.approx(new(s), rel=1e-9), s
+    old = sgdr_lr(exploit["old"]["learning_rate"], exploit["old"]["eta_min"])
+    assert rows[step] == pytest.approx(old(step), rel=1e-9)  # before it, the trial's own values
+    assert rows[step + 1] != pytest.approx(old(step + 1), rel=1e-6)  # the perturbation shows in the trace
+    assert cli_main(["report", str(root), "--out", str(root / "report")]) == 0
+    assert f"_exploit at step {step}: {name} continued" in (root / "report" / "table.md").read_text()
+
+
+def sgdr_lr(peak, eta_min, t0=1, t_mult=2):
+    """The lr optimizer step `step` applies under SGDR with one scheduler step per optimizer step."""
+    def lr(step):
+        t_cur, t_i = step - 1, t0
+        while t_cur >= t_i:
+            t_cur, t_i = t_cur - t_i, t_i * t_mult
+        return eta_min + 0.5 * (peak - eta_min) * (1 + math.cos(math.pi * t_cur / t_i))
+    return lr
+
+
+def descendants(pid):
+    """Every live process below `pid` (from /proc)."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow  # starts Ray and a trial, then stops it (~1 min)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_tune_leaves_no_ray_or_runner_process(tmp_path, signum):
+    spec = test_spec(tmp_path, "tune_tiny.yaml", **{"num_samples: 8": "num_samples: 1"})
+    root = tmp_path / "stop"
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), OMP_NUM_THREADS="1")
+    process = subprocess.Popen(tune_command(spec, root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env, cwd=PROJECT_ROOT)
+    deadline = time.monotonic() + 300
+    while not (root / "trial_00000" / "run_config.json").exists():  # the runner is training
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(1)
+    tree = descendants(process.pid)
+    assert any("p3_trainer.py" in Path(f"/proc/{p}/cmdline").read_text(errors="replace") for p in tree if alive(p))
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    time.sleep(3)
+    left = [p for p in tree if alive(p)]
+    assert left == [], [Path(f"/proc/{p}/cmdline").read_text(errors="replace") for p in left]
+    assert "Traceback" not in err and "interrupted" in err

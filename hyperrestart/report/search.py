@@ -76,8 +76,15 @@ def best_lines(root):
     keys = list(record["space"])
     line = (f"best configuration: {_values(best['config'], keys)} ({best['name']}): {record['metric']} "
             f"{best['score']:.2f} at step {best['step']}" + ("" if finished else " (no trial reached max_steps)"))
-    exploits = sum(len(t["exploits"]) for t in found)
-    return [line] + ([f"PBT exploits: {exploits} (in each trial's {TRIAL_RECORD})"] if exploits else [])
+    return [line] + exploit_lines(found, keys)
+
+
+def exploit_lines(found, keys):
+    """One line per PBT exploit: step, the exploiting trial, its donor, old -> new values."""
+    return [f"exploit at step {e['step']}: {t['name']} continued {e['donor']}'s checkpoint (its "
+            + ", ".join(f"{k} {_fmt(e.get('donor_values', {}).get(k))}" for k in keys) + "); "
+            + ", ".join(f"{k} {_fmt(e['old'].get(k))} -> {_fmt(e['new'].get(k))}" for k in keys)
+            for t in found for e in sorted(t["exploits"], key=lambda e: e["step"])]
 
 
 def search_markdown(root, record, found, digits=2):
@@ -100,10 +107,7 @@ def search_markdown(root, record, found, digits=2):
         lines.append(f"_best configuration: {_values(best['config'], keys)} ({best['name']}), {record['metric']} "
                      f"{best['score']:.{digits}f} at step {best['step']}"
                      + ("" if finished else "; no trial reached max_steps, so this is the best last score") + "_")
-    for trial in found:
-        for e in trial["exploits"]:
-            lines.append(f"_exploit at step {e['step']}: {trial['name']} took {e['donor']}'s checkpoint; "
-                         + ", ".join(f"{k} {_fmt(e['old'].get(k))} -> {_fmt(e['new'].get(k))}" for k in keys) + "_")
+    lines += [f"_{line}_" for line in exploit_lines(found, keys)]
     return "\n".join(lines) + "\n"
 
 
@@ -152,6 +156,10 @@ def plot_search(record, found, path):
                        label="best", zorder=3)
         if kind == "loguniform":
             ax.set_xscale("log")
+        if kind != "choice":  # the searched range, so a clustered search shows as one
+            low, high = record["space"][key][kind]
+            ax.set_xlim(*((low / 1.15, high * 1.15) if kind == "loguniform" else
+                          (low - 0.05 * (high - low), high + 0.05 * (high - low))))
         ax.set_xlabel(key + (" (log)" if kind == "loguniform" else ""))
         ax.set_ylabel(f"{record['metric']} at the trial's last evaluation")
         ax.grid(alpha=0.3)

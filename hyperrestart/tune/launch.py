@@ -11,6 +11,7 @@ import os
 import shlex
 import signal
 import time
+import warnings
 from pathlib import Path
 
 from ray.tune import Callback
@@ -51,7 +52,9 @@ def run_tune(args):
                                                  "HYPERRESTART_TINY_T5") if k in os.environ})
     atomic_write_json(output_root / SEARCH_RECORD, search_record(spec, args))
     started = time.monotonic()
-    with ray_session(args.address, args.cpus, args.verbose, output_root):
+    with ray_session(args.address, args.cpus, args.verbose), warnings.catch_warnings():
+        if not args.verbose:  # Ray's advice (reuse_actors, ...) is not the user's to act on
+            warnings.simplefilter("ignore")
         grid = build_tuner(spec, plan, output_root, args).fit()
         outcomes = mark_trials(grid, output_root, spec)
     elapsed = time.monotonic() - started
@@ -70,7 +73,7 @@ def search_record(spec, args):
 
 
 @contextlib.contextmanager
-def ray_session(address, cpus, verbose, output_root):
+def ray_session(address, cpus, verbose):
     """Ray for the length of the block: a fresh local instance (or the cluster at `address`), quiet; shut down on
     the way out, also on Ctrl-C and SIGTERM (turned into KeyboardInterrupt), so no Ray process is left."""
     for key, value in QUIET_ENV.items():

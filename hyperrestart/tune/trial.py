@@ -76,9 +76,8 @@ def run_trial(config, plan):
         info = write_run_files(run_dir, name, config, plan)
         reported = start if checkpoint is not None else -1  # a fresh trial reports its step-0 evaluation too
         for end in segment_ends(start, plan):
-            reported = run_segment(run_dir, plan, info["command"], end, allowed, reported, config)
+            reported = run_segment(run_dir, plan, info, end, allowed, reported, config)
             allowed = "none"  # later segments continue the trial's own checkpoint: nothing may change
-        atomic_write_json(run_dir / COMPLETE_MARKER, dict(info, finished=time.strftime("%Y-%m-%dT%H:%M:%S")))
 
 
 def segment_ends(start, plan):
@@ -149,16 +148,17 @@ def runner_command(command, end, max_steps, allowed):
     return list(command) + ([] if "--" in command else ["--"]) + flags
 
 
-def run_segment(run_dir, plan, command, end, allowed, reported, config):
-    """Run the runner up to `end`, reporting each evaluation after step `reported`; at a segment end before
-    max_steps the last evaluation goes to Ray with the checkpoint. Returns the last step reported; raises
-    RuntimeError (Ray marks the trial failed) when the runner fails."""
+def run_segment(run_dir, plan, info, end, allowed, reported, config):
+    """Run the runner up to `end`, reporting each evaluation after step `reported` as it appears. The evaluation at
+    `end` waits for the runner to exit: before max_steps it goes to Ray with the checkpoint; at max_steps the
+    completion marker is written first (a scheduler stops a trial when it reports its last step). Returns the last
+    step reported; raises RuntimeError (Ray marks the trial failed) when the runner fails."""
     from ray import tune
 
     env = dict(os.environ, **plan.env)
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
                                                               if p])
-    full = runner_command(command, end, plan.max_steps, allowed)
+    full = runner_command(info["command"], end, plan.max_steps, allowed)
     with open(run_dir / RUN_LOG, "ab") as log:
         log.write(f"$ {' '.join(full)}\n".encode())
         log.flush()
@@ -166,8 +166,8 @@ def run_segment(run_dir, plan, command, end, allowed, reported, config):
     try:
         while process.poll() is None:
             for row in new_evaluations(run_dir, reported):
-                if row["step"] >= end and plan.segment:
-                    break  # reported with its checkpoint once the segment has saved it
+                if row["step"] >= end:
+                    break  # reported once the runner has saved and exited
                 tune.report(metrics(row, plan))
                 reported = row["step"]
             time.sleep(POLL_SECONDS)
@@ -175,10 +175,12 @@ def run_segment(run_dir, plan, command, end, allowed, reported, config):
             tail = (run_dir / RUN_LOG).read_text(encoding="utf-8", errors="replace").splitlines()[-8:]
             raise RuntimeError(f"the P3 runner failed with exit code {process.returncode}; log: "
                                f"{run_dir / RUN_LOG}: " + " | ".join(tail))
+        final = end == plan.max_steps
+        if final:  # the runner reached max_steps and exited 0
+            atomic_write_json(run_dir / COMPLETE_MARKER, dict(info, finished=time.strftime("%Y-%m-%dT%H:%M:%S")))
         rows = new_evaluations(run_dir, reported)
         for row in rows:
-            last = row is rows[-1]
-            if last and end < plan.max_steps:
+            if row is rows[-1] and not final:
                 report_with_checkpoint(run_dir, row, plan, config)
             else:
                 tune.report(metrics(row, plan))
