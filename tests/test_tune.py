@@ -344,3 +344,18 @@ def test_stopping_tune_leaves_no_ray_or_runner_process(tmp_path, signum):
     left = [p for p in tree if alive(p)]
     assert left == [], [Path(f"/proc/{p}/cmdline").read_text(errors="replace") for p in left]
     assert "Traceback" not in err and "interrupted" in err
+
+
+@pytest.mark.slow  # starts Ray for one trial whose runner refuses its data folder (~30 s)
+def test_a_failing_trial_fails_the_search_in_one_line(tmp_path):
+    spec = test_spec(tmp_path, "tune_tiny.yaml", **{"num_samples: 8": "num_samples: 1"})
+    root = tmp_path / "fail"
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), OMP_NUM_THREADS="1")
+    done = subprocess.run(tune_command(spec, root, "--set", f"data_dir={tmp_path / 'no-such-data'}"),
+                          capture_output=True, text=True, env=env, timeout=600, cwd=PROJECT_ROOT)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "trial_00000: FAILED:" in done.stdout and "no-such-data" in done.stdout
+    assert done.stderr.strip().splitlines()[-1].startswith("hyperrestart: error: 1 of 1 trials failed: trial_00000")
+    assert "Traceback" not in done.stderr
+    assert not (root / "trial_00000" / ".hyperrestart-complete.json").exists()
+    assert not (root / "trial_00000" / ".hyperrestart-stopped.json").exists()

@@ -106,7 +106,9 @@ def search_markdown(root, record, found, digits=2):
     if best is not None:
         lines.append(f"_best configuration: {_values(best['config'], keys)} ({best['name']}), {record['metric']} "
                      f"{best['score']:.{digits}f} at step {best['step']}"
-                     + ("" if finished else "; no trial reached max_steps, so this is the best last score") + "_")
+                     + ("" if finished else "; no trial reached max_steps, so this is the best last score")
+                     + (f"; PBT: the values it ended with, after {len(best['exploits'])} exploit(s) below"
+                        if best["exploits"] else "") + "_")
     lines += [f"_{line}_" for line in exploit_lines(found, keys)]
     return "\n".join(lines) + "\n"
 

@@ -60,8 +60,11 @@ def run_tune(args):
     elapsed = time.monotonic() - started
     for line in summary(spec, output_root, outcomes, elapsed):
         print(line)
-    failed = [name for name, state in outcomes.items() if state == "failed"]
-    return 1 if failed and len(failed) == len(outcomes) else 0
+    failed = sorted(name for name, state in outcomes.items() if state == "failed")
+    if failed:
+        raise HyperrestartError(f"{len(failed)} of {len(outcomes)} trials failed: "
+                                + ", ".join(f"{name} (log: {output_root / name / 'sweep.log'})" for name in failed))
+    return 0
 
 
 def search_record(spec, args):
@@ -86,7 +89,7 @@ def ray_session(address, cpus, verbose):
         raise KeyboardInterrupt(f"signal {signum}")
     signal.signal(signal.SIGTERM, interrupt)
     try:
-        level = logging.INFO if verbose else logging.ERROR
+        level = logging.INFO if verbose else logging.CRITICAL  # a failed trial: our one line, its log in the folder
         options = dict(include_dashboard=False, log_to_driver=bool(verbose), logging_level=level,
                        configure_logging=True)
         if address:
@@ -115,7 +118,7 @@ def build_tuner(spec, plan, output_root, args):
     checkpoints = tune.CheckpointConfig(num_to_keep=4 if spec.scheduler["name"] == "pbt" else None)
     run_config = tune.RunConfig(
         name="ray", storage_path=str(output_root / ".ray"), verbose=0, checkpoint_config=checkpoints,
-        failure_config=tune.FailureConfig(max_failures=0), callbacks=[Progress(spec)])
+        failure_config=tune.FailureConfig(max_failures=0), callbacks=[Progress(spec, output_root)])
     return tune.Tuner(trainable, param_space=tune_space.param_space(spec), tune_config=tune_config,
                       run_config=run_config)
 
@@ -163,8 +166,8 @@ def scheduler(spec):
 class Progress(Callback):
     """One line per evaluation, per stop and per failure; nothing else from Ray."""
 
-    def __init__(self, spec):
-        self.spec = spec
+    def __init__(self, spec, output_root):
+        self.spec, self.output_root = spec, output_root
 
     def _values(self, trial):
         return " ".join(f"{k}={trial.config.get(k):.4g}" if isinstance(trial.config.get(k), float)
@@ -181,7 +184,12 @@ class Progress(Callback):
         print(f"{trial}: {how}", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        print(f"{trial}: FAILED (its log: sweep.log in the trial's folder)", flush=True)
+        log = Path(self.output_root) / str(trial) / "sweep.log"
+        try:
+            last = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1][:200]
+        except (OSError, IndexError):
+            last = "no output"
+        print(f"{trial}: FAILED: {last} (log: {log})", flush=True)
 
 
 def mark_trials(grid, output_root, spec):
