@@ -208,6 +208,75 @@ def test_a_second_search_into_the_same_output_root_is_refused(tmp_path, capsys):
     assert "holds a search already" in capsys.readouterr().err
 
 
+
+def plan(tmp_path, **changes):
+    from hyperrestart.tune.trial import TrialPlan
+
+    settings = dict(search="s", output_root=str(tmp_path), config=str(PROJECT_ROOT / BASE), fixed=[("seed", 1)],
+                    extra_args=[], keys=["learning_rate", "eta_min"], metric="rougeL_micro", max_steps=255,
+                    segment=102, mutate=["learning_rate", "eta_min"], nproc=1, report={}, env={})
+    settings.update(changes)
+    return TrialPlan(**settings)
+
+
+def test_segments_and_runner_flags_of_a_trial(tmp_path):
+    from hyperrestart.tune.trial import runner_command, segment_ends, write_run_files
+
+    assert segment_ends(0, plan(tmp_path)) == [102, 204, 255]
+    assert segment_ends(102, plan(tmp_path)) == [204, 255]
+    assert segment_ends(0, plan(tmp_path, segment=0)) == [255]  # ASHA: one run, stopped by killing it
+    base = ["hyperrestart", "p3", "--config", "c.json"]
+    assert runner_command(base, 102, 255, None) == base + ["--", "--stop_at_step", "102"]
+    assert runner_command(base, 255, 255, "learning_rate,eta_min") == \
+        base + ["--", "--resume_allowed_changes", "learning_rate,eta_min"]
+    assert runner_command(base + ["--"], 204, 255, "none") == \
+        base + ["--", "--stop_at_step", "204", "--resume_allowed_changes", "none"]
+    folder = tmp_path / "trial_00002"
+    folder.mkdir()
+    info = write_run_files(folder, "trial_00002", {"learning_rate": 2e-3, "eta_min": 1e-6}, plan(tmp_path, nproc=2))
+    assert info["command"][-2:] == ["--nproc-per-node", "2"] and info["index"] == 2 and info["arm"] == "trial_00002"
+    merged = json.loads((folder / "sweep-config.json").read_text())
+    assert (merged["learning_rate"], merged["eta_min"], merged["seed"]) == (2e-3, 1e-6, 1)
+    assert json.loads((folder / "sweep-run.json").read_text())["labels"] == {"learning_rate": 2e-3, "eta_min": 1e-6}
+
+
+def test_evaluations_are_read_whole_rows_only(tmp_path):
+    from hyperrestart.tune.trial import new_evaluations
+
+    (tmp_path / "eval_log.csv").write_text("step,rougeL_micro,rougeL_macro\n0,0.0,0.0\n51,1.5,1.0\n102,12.")
+    assert [(r["step"], r["rougeL_micro"]) for r in new_evaluations(tmp_path, -1)] == [(0, 0.0), (51, 1.5)]
+    assert new_evaluations(tmp_path, 51) == []  # the half-written row waits for its newline
+
+
+def test_a_donors_checkpoint_replaces_the_trials_own_and_the_exploit_is_recorded(tmp_path):
+    from ray.tune import Checkpoint
+    from hyperrestart.tune.trial import CHECKPOINT_META, restore
+
+    donor = tmp_path / "ray-checkpoint"
+    (donor / "checkpoint-102").mkdir(parents=True)
+    (donor / "checkpoint-102" / "trainer_state.pt").write_text("donor")
+    (donor / CHECKPOINT_META).write_text(json.dumps({"trial": "trial_00002", "step": 102,
+                                                     "config": {"learning_rate": 5e-3, "eta_min": 2e-4}}))
+    run_dir = tmp_path / "trial_00001"
+    for step in (51, 102):
+        (run_dir / f"checkpoint-{step}").mkdir(parents=True)
+        (run_dir / f"checkpoint-{step}" / "trainer_state.pt").write_text("own")
+    record = {"config": {"learning_rate": 1e-3, "eta_min": 1e-7}, "exploits": []}
+    new = {"learning_rate": 4e-3, "eta_min": 2.4e-4}
+    step, by = restore(Checkpoint.from_directory(str(donor)), run_dir, "trial_00001", new, plan(tmp_path), record)
+    assert (step, by) == (102, "trial_00002")
+    assert (run_dir / "checkpoint-102" / "trainer_state.pt").read_text() == "donor"
+    assert (run_dir / "checkpoint-51" / "trainer_state.pt").read_text() == "own"  # older ones stay
+    [exploit] = record["exploits"]
+    assert (exploit["step"], exploit["donor"], exploit["old"], exploit["new"]) == \
+        (102, "trial_00002", {"learning_rate": 1e-3, "eta_min": 1e-7}, new)
+    assert exploit["donor_values"] == {"learning_rate": 5e-3, "eta_min": 2e-4}
+    own = json.loads((donor / CHECKPOINT_META).read_text())
+    (donor / CHECKPOINT_META).write_text(json.dumps(dict(own, trial="trial_00001")))
+    assert restore(Checkpoint.from_directory(str(donor)), run_dir, "trial_00001", new, plan(tmp_path),
+                   record) == (102, None)  # its own checkpoint after a pause: no exploit
+    assert len(record["exploits"]) == 1
+
 # --- end to end on the tiny P3 task (-m slow) ------------------------------------------------------------------------
 def tune_command(spec, root, *extra):
     return [sys.executable, "-m", "hyperrestart.cli", "tune", str(spec), "--tiny", "--output-root", str(root),

@@ -14,8 +14,6 @@ import time
 import warnings
 from pathlib import Path
 
-from ray.tune import Callback
-
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.files import atomic_write_json
 from hyperrestart.sweep.jobs import completion
@@ -81,6 +79,10 @@ def ray_session(address, cpus, verbose):
     the way out, also on Ctrl-C and SIGTERM (turned into KeyboardInterrupt), so no Ray process is left."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
+    if address and "RAY_AUTH_MODE" not in os.environ and (
+            os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+            or (Path.home() / ".ray" / "auth_token").is_file()):
+        os.environ["RAY_AUTH_MODE"] = "token"  # read when ray is imported: see connect()
     import ray
 
     previous = signal.getsignal(signal.SIGTERM)
@@ -93,7 +95,7 @@ def ray_session(address, cpus, verbose):
         options = dict(include_dashboard=False, log_to_driver=bool(verbose), logging_level=level,
                        configure_logging=True)
         if address:
-            ray.init(address=address, **options)
+            connect(ray, address, options)
         else:
             ray.init(address="local", num_cpus=cpus or os.cpu_count(), num_gpus=None, **options)
         for name in ("ray", "ray.tune", "ray.train", "ray.data"):
@@ -102,6 +104,19 @@ def ray_session(address, cpus, verbose):
     finally:
         ray.shutdown()
         signal.signal(signal.SIGTERM, previous)
+
+
+def connect(ray, address, options):
+    """Join the cluster at `address`. Ray 2.5x clusters use token authentication by default, but a driver joining
+    one only sends its token when RAY_AUTH_MODE=token: set it when a token is at hand (~/.ray/auth_token,
+    RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH) and the mode is not chosen. A failure is one line."""
+    try:
+        ray.init(address=address, **options)
+    except (ConnectionError, RuntimeError) as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise HyperrestartError(f"--address {address}: cannot join that Ray cluster ({reason}); start one with "
+                                f"`ray start --head` there, and give this machine the cluster's token "
+                                f"(RAY_AUTH_TOKEN or ~/.ray/auth_token) when it uses token authentication") from None
 
 
 def build_tuner(spec, plan, output_root, args):
@@ -118,7 +133,7 @@ def build_tuner(spec, plan, output_root, args):
     checkpoints = tune.CheckpointConfig(num_to_keep=4 if spec.scheduler["name"] == "pbt" else None)
     run_config = tune.RunConfig(
         name="ray", storage_path=str(output_root / ".ray"), verbose=0, checkpoint_config=checkpoints,
-        failure_config=tune.FailureConfig(max_failures=0), callbacks=[Progress(spec, output_root)])
+        failure_config=tune.FailureConfig(max_failures=0), callbacks=[progress(spec, output_root)])
     return tune.Tuner(trainable, param_space=tune_space.param_space(spec), tune_config=tune_config,
                       run_config=run_config)
 
@@ -163,33 +178,36 @@ def scheduler(spec):
     return FIFOScheduler()
 
 
-class Progress(Callback):
-    """One line per evaluation, per stop and per failure; nothing else from Ray."""
+def progress(spec, output_root):
+    """Our progress lines as a Ray Tune callback (ray is imported only once the session's environment is set)."""
+    from ray.tune import Callback
 
-    def __init__(self, spec, output_root):
-        self.spec, self.output_root = spec, output_root
+    class Progress(Callback):
+        """One line per evaluation, per stop and per failure; nothing else from Ray."""
 
-    def _values(self, trial):
-        return " ".join(f"{k}={trial.config.get(k):.4g}" if isinstance(trial.config.get(k), float)
-                        else f"{k}={trial.config.get(k)}" for k in self.spec.keys)
+        def _values(self, trial):
+            return " ".join(f"{k}={trial.config.get(k):.4g}" if isinstance(trial.config.get(k), float)
+                            else f"{k}={trial.config.get(k)}" for k in spec.keys)
 
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        value = result.get(self.spec.metric)
-        print(f"{trial}: step {result.get('step')}: {self.spec.metric} {value:.2f}  [{self._values(trial)}]",
-              flush=True)
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            value = result.get(spec.metric)
+            print(f"{trial}: step {result.get('step')}: {spec.metric} {value:.2f}  [{self._values(trial)}]",
+                  flush=True)
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        step = (trial.last_result or {}).get("step")
-        how = "finished" if step == self.spec.max_steps else f"stopped at step {step} by {self.spec.scheduler['name']}"
-        print(f"{trial}: {how}", flush=True)
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            step = (trial.last_result or {}).get("step")
+            how = "finished" if step == spec.max_steps else f"stopped at step {step} by {spec.scheduler['name']}"
+            print(f"{trial}: {how}", flush=True)
 
-    def on_trial_error(self, iteration, trials, trial, **info):
-        log = Path(self.output_root) / str(trial) / "sweep.log"
-        try:
-            last = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1][:200]
-        except (OSError, IndexError):
-            last = "no output"
-        print(f"{trial}: FAILED: {last} (log: {log})", flush=True)
+        def on_trial_error(self, iteration, trials, trial, **info):
+            log = Path(output_root) / str(trial) / "sweep.log"
+            try:
+                last = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1][:200]
+            except (OSError, IndexError):
+                last = "no output"
+            print(f"{trial}: FAILED: {last} (log: {log})", flush=True)
+
+    return Progress()
 
 
 def mark_trials(grid, output_root, spec):
