@@ -206,6 +206,12 @@ def test_a_second_search_into_the_same_output_root_is_refused(tmp_path, capsys):
     (root / "tune-search.json").write_text("{}")
     assert cli_main(["tune", "sweeps/tune_tiny.yaml", "--tiny", "--output-root", str(root)]) == 1
     assert "holds a search already" in capsys.readouterr().err
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("the user's")
+    assert cli_main(["tune", "sweeps/tune_tiny.yaml", "--tiny", "--output-root", str(other)]) == 1
+    assert "is not empty; a search writes its trial folders into a new or empty folder" in capsys.readouterr().err
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]  # untouched
 
 
 

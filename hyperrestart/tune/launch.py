@@ -37,20 +37,23 @@ def run_tune(args):
     if (output_root / SEARCH_RECORD).exists():
         raise HyperrestartError(f"{output_root} holds a search already ({SEARCH_RECORD}); choose another "
                                 f"--output-root (or delete that folder to search again)")
+    if output_root.exists() and (not output_root.is_dir() or any(output_root.iterdir())):
+        raise HyperrestartError(f"--output-root {output_root} is {'a file' if not output_root.is_dir() else 'not empty'}"
+                                f"; a search writes its trial folders into a new or empty folder")
     if args.nproc < 1:
         raise HyperrestartError(f"--nproc {args.nproc}: a trial needs at least one process")
     if args.tiny:
         tiny_p3_environment()
     fixed = expand_env(spec.fixed, f"{spec.path}")
-    output_root.mkdir(parents=True, exist_ok=True)
     plan = TrialPlan(spec.name, str(output_root), spec.config, fixed, list(spec.args), spec.keys, spec.metric,
                      spec.max_steps, spec.scheduler.get("perturbation_interval", 0) if spec.scheduler["name"] == "pbt"
                      else 0, spec.scheduler.get("mutate", []), args.nproc, spec.report,
                      {k: os.environ[k] for k in ("OMP_NUM_THREADS", "HYPERRESTART_TINY_P3_DATA",
                                                  "HYPERRESTART_TINY_T5") if k in os.environ})
-    atomic_write_json(output_root / SEARCH_RECORD, search_record(spec, args))
     started = time.monotonic()
     with ray_session(args.address, args.cpus, args.verbose), warnings.catch_warnings():
+        output_root.mkdir(parents=True, exist_ok=True)  # only once Ray is up: a failed start leaves nothing
+        atomic_write_json(output_root / SEARCH_RECORD, search_record(spec, args))
         if not args.verbose:  # Ray's advice (reuse_actors, ...) is not the user's to act on
             warnings.simplefilter("ignore")
         grid = build_tuner(spec, plan, output_root, args).fit()
@@ -83,21 +86,27 @@ def ray_session(address, cpus, verbose):
             os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
             or (Path.home() / ".ray" / "auth_token").is_file()):
         os.environ["RAY_AUTH_MODE"] = "token"  # read when ray is imported: see connect()
-    import ray
+    try:
+        import ray
+        import ray.tune  # noqa: F401
+    except ImportError as exc:
+        raise HyperrestartError(f"`tune` needs Ray Tune ({exc}); install it with pip install -e \".[tune]\" "
+                                f"(ray[tune] 2.60.0, optuna 5.0.0)") from None
 
     previous = signal.getsignal(signal.SIGTERM)
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, interrupt)
     try:
         level = logging.INFO if verbose else logging.CRITICAL  # a failed trial: our one line, its log in the folder
         options = dict(include_dashboard=False, log_to_driver=bool(verbose), logging_level=level,
                        configure_logging=True)
+        signal.signal(signal.SIGTERM, interrupt)  # while Ray starts
         if address:
             connect(ray, address, options)
         else:
             ray.init(address="local", num_cpus=cpus or os.cpu_count(), num_gpus=None, **options)
+        signal.signal(signal.SIGTERM, interrupt)  # again: Ray's core worker installs its own (it aborts the driver)
         for name in ("ray", "ray.tune", "ray.train", "ray.data"):
             logging.getLogger(name).setLevel(level)
         yield
