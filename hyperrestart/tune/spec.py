@@ -132,14 +132,13 @@ def parse_distribution(key, body, path):
 
 def _check_value_ranges(space, fixed, path):
     """Every bound or choice is a valid value of its option (upstream.ranges); eta_min stays below learning_rate
-    for every sample (the scheduler refuses eta_min >= learning_rate)."""
+    for every sample (the scheduler refuses eta_min >= learning_rate). fixed: the run's eta_min and learning_rate
+    when they are not searched."""
     for dist in space:
         for value in dist.values:
             problem = value_problem(dist.key, value)
             if problem:
                 raise HyperrestartError(f"{path}: search.space.{dist.key}: {problem}")
-    fixed = dict(fixed)
-
     def extreme(key, pick):
         if key in {d.key for d in space}:
             values = [v for v in next(d for d in space if d.key == key).values if _number(v)]
@@ -291,8 +290,8 @@ def parse_tune_spec(path, cli_sets=(), tiny=False):
         if source != "--tiny" and value_problem(key, value):  # the tiny settings are the runner's own
             raise HyperrestartError(f"{path}: {source}: {value_problem(key, value)}")
     fixed = _dedupe([(k, v) for k, v, _ in tagged])  # later ones win (--tiny's data over the spec's)
-    _check_value_ranges(space, fixed, path)
     merged = merge_config(config, fixed)
+    _check_value_ranges(space, {k: merged.get(k, _runner_default(k)) for k in ("eta_min", "learning_rate")}, path)
     max_steps = merged.get("max_steps", _runner_default("max_steps"))
     eval_steps = merged.get("eval_steps", _runner_default("eval_steps"))
     if not eval_steps or eval_steps >= max_steps:
