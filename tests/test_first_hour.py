@@ -75,6 +75,44 @@ def test_generating_the_tiny_files_says_so(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().err == ""
 
 
+def test_p3_passes_the_runner_output_on_and_says_what_it_is_still_at(capsys, monkeypatch):
+    import os
+    import sys
+    from hyperrestart.p3.launch import call_with_heartbeat
+    monkeypatch.setattr(progress, "QUIET_LIMIT", 1.3)  # a heartbeat after 0.3 s of silence
+    code = ("import sys, time\n"
+            "print('2026-12-02 16:22:44,173 INFO p3_trainer: loading the model (tiny)', flush=True); time.sleep(1)\n"
+            "sys.stderr.write('bar \u2588 50%\\r'); sys.stderr.flush(); time.sleep(1)\n"
+            "print('done'); sys.exit(3)")
+    assert call_with_heartbeat([sys.executable, "-c", code], dict(os.environ), None) == 3
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["2026-12-02 16:22:44,173 INFO p3_trainer: loading the model (tiny)", "done"]
+    lines = err.splitlines()
+    assert lines[0] == "starting the P3 runner (importing torch and transformers) ..."
+    assert any(line.startswith("  still running the P3 runner (") and line.endswith("s): loading the model (tiny)")
+               for line in lines)
+    # a progress bar's open line is closed before the heartbeat speaks
+    assert any(line.startswith("  still running the P3 runner (") and line.endswith("s): bar \u2588 50%")
+               for line in lines)
+    assert "bar \u2588 50%\r" in err and "\r\n  still running" in err
+
+
+def test_materialising_says_something_every_few_seconds(tmp_path, capsys, monkeypatch):
+    from hyperrestart.vendor import materialize
+    monkeypatch.setattr(progress, "QUIET_LIMIT", 1.3)
+
+    def slow(lock, name, dest, profile, log=print, **kwargs):
+        log(f"{name}: applying 3 patch(es)")
+        time.sleep(0.8)
+        log(f"{name}: materialised")
+        return "materialised"
+    monkeypatch.setattr(materialize, "materialise_one", slow)
+    assert materialize.materialise(None, ["up"], tmp_path / "dest", "modern") == {"up": "materialised"}
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "up: applying 3 patch(es)" and lines[-1] == "up: materialised"
+    assert any(line.startswith("  still materialising up (") for line in lines[1:-1])
+
+
 # --- run --repeat ----------------------------------------------------------------------------------------------------
 
 
@@ -149,6 +187,111 @@ def test_a_tiny_run_repeats_bit_for_bit(tmp_path):
     assert (out / "lr_trace.csv").read_bytes() == (tmp_path / "again" / "lr_trace.csv").read_bytes()
     for name in ("eval_results.json", "test_results.json"):
         assert json.loads((out / name).read_text()) == json.loads((tmp_path / "again" / name).read_text())
+
+
+# --- p3 --repeat -----------------------------------------------------------------------------------------------------
+FAKE_P3_RUNNER = """import json, os, sys
+if sys.argv[1] == "-c":  # the run record's version probe
+    exec(sys.argv[2]); sys.exit(0)
+args = sys.argv[2:]
+out = args[args.index("--output_dir") + 1]
+seed = int(args[args.index("--seed") + 1]) if "--seed" in args else 42
+threads = int(os.environ.get("OMP_NUM_THREADS", "7"))
+with open(os.path.join(out, "train_log.csv"), "w") as handle:
+    handle.write("step,loss,lr,elapsed_s\\n")
+    for step in range(1, 4):
+        handle.write(f"{step},{seed / threads / step!r},0.003,{os.getpid() % 7}\\n")
+with open(os.path.join(out, "eval_log.csv"), "w") as handle:
+    handle.write(f"step,rougeL_micro,eval_seconds\\n3,{seed / threads},{os.getpid() % 5}\\n")
+"""
+
+
+def _fake_p3_python(tmp_path):
+    """An interpreter whose 'runner' writes a P3 run's logs from its seed and OMP_NUM_THREADS (as a CPU run's numbers
+    depend on them), with timing columns that differ on every run."""
+    import sys
+    script = tmp_path / "fake_runner.py"
+    script.write_text(FAKE_P3_RUNNER, encoding="utf-8")
+    python = tmp_path / "fake-python"
+    python.write_text(f'#!/bin/sh\n[ "$1" = -c ] && exec {sys.executable} "$@"\nexec {sys.executable} {script} "$@"\n',
+                      encoding="utf-8")
+    python.chmod(0o755)
+    return python
+
+
+def _p3_paths():
+    from hyperrestart.p3.synthetic import tiny_p3_data, tiny_t5_dir
+    return ["--model-name-or-path", str(tiny_t5_dir()), "--data-dir", str(tiny_p3_data())]
+
+
+def test_a_p3_run_records_what_repeats_it_and_a_tampered_result_is_a_difference(tmp_path, monkeypatch, capsys):
+    from hyperrestart import cli
+    from hyperrestart.upstream.repeat import RUN_RECORD
+    python = _fake_p3_python(tmp_path)
+    out = tmp_path / "runs" / "p3"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert cli.main(["p3", *_p3_paths(), "--output-dir", str(out), "--python", str(python), "--", "--seed", "9"]) == 0
+    record = json.loads((out / RUN_RECORD).read_text(encoding="utf-8"))
+    assert record["kind"] == "p3" and record["seed"] == 9 and record["env"]["OMP_NUM_THREADS"] == "3"
+    assert record["command"][0] == str(python) and record["upstream_tree"].startswith("p3 runner ")
+    assert record["versions"]["python"] and record["machine"]["cpu_count"]
+    capsys.readouterr()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # another shell: the repeat restores the recorded 3 threads
+    assert cli.main(["p3", "--repeat", str(out)]) == 0
+    again = out.with_name("p3-repeat")
+    assert f"repeat:       equal to {out.resolve()} bit for bit" in capsys.readouterr().out
+    assert (again / "train_log.csv").read_text(encoding="utf-8").splitlines()[1].startswith(f"1,{9 / 3!r},")
+    assert json.loads((again / RUN_RECORD).read_text(encoding="utf-8"))["command"][
+        record["command"].index("--output_dir") + 1] == str(again)
+    # a tampered result is a difference, named, exit 1
+    rows = (out / "train_log.csv").read_text(encoding="utf-8").replace(f"2,{9 / 3 / 2!r}", "2,1.5000000000000002")
+    (out / "train_log.csv").write_text(rows, encoding="utf-8")
+    assert cli.main(["p3", "--repeat", str(out), "--output-dir", str(tmp_path / "third")]) == 1
+    err = capsys.readouterr().err
+    assert "differs from" in err and "train_log.csv differs from step 2" in err and "Traceback" not in err
+
+
+def test_p3_repeat_refuses_what_it_cannot_repeat(tmp_path, capsys):
+    from hyperrestart import cli
+    (tmp_path / "old").mkdir()
+    assert cli.main(["p3", "--repeat", str(tmp_path / "old")]) == 1
+    assert "holds no hyperrestart_run.json" in capsys.readouterr().err
+    (tmp_path / "old" / "hyperrestart_run.json").write_text(json.dumps({"kind": "run"}), encoding="utf-8")
+    assert cli.main(["p3", "--repeat", str(tmp_path / "old")]) == 1
+    assert "is not a `hyperrestart p3` run; repeat an upstream run with `hyperrestart run --repeat" in \
+        capsys.readouterr().err
+    assert cli.main(["p3", "--repeat", str(tmp_path / "old"), "--tiny", "--", "--seed", "3"]) == 1
+    assert "drop --tiny, runner arguments after --" in capsys.readouterr().err
+    (tmp_path / "old" / "hyperrestart_run.json").write_text(json.dumps({"kind": "p3", "command": ["x"]}),
+                                                             encoding="utf-8")
+    assert cli.main(["run", "--repeat", str(tmp_path / "old")]) == 1
+    assert "is a P3 run; repeat it with `hyperrestart p3 --repeat" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # two real tiny P3 runs (~30-60 s each on a busy CPU)
+def test_a_tiny_p3_run_repeats_bit_for_bit(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from hyperrestart.core.paths import PROJECT_ROOT
+    out = tmp_path / "tiny"
+    common = [sys.executable, "-m", "hyperrestart.cli", "p3"]
+    first = subprocess.run([*common, "--tiny", "--tiny-mixing", "--output-dir", str(out), "--", "--max_steps", "15",
+                            "--eval_steps", "15", "--progress", "false"], capture_output=True, text=True, timeout=900,
+                           cwd=PROJECT_ROOT, env={k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"})
+    assert first.returncode == 0, first.stderr[-3000:]
+    result = subprocess.run([*common, "--repeat", str(out), "--output-dir", str(tmp_path / "again")],
+                            capture_output=True, text=True, timeout=900, cwd=PROJECT_ROOT,
+                            env=dict(os.environ, OMP_NUM_THREADS="2"))  # restored to the run's 1
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"repeat:       equal to {out} bit for bit" in result.stdout
+    record = json.loads((tmp_path / "again" / "hyperrestart_run.json").read_text(encoding="utf-8"))
+    assert record["env"]["OMP_NUM_THREADS"] == "1" and record["tiny"] and record["tiny_mixing"]
+    lines = (out / "train_log.csv").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 16
+    again = (tmp_path / "again" / "train_log.csv").read_text(encoding="utf-8").splitlines()
+    column = lines[0].split(",").index("loss")
+    assert [line.split(",")[column] for line in lines] == [line.split(",")[column] for line in again]
 
 
 # --- env: quiet on success -------------------------------------------------------------------------------------------

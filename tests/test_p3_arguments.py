@@ -115,7 +115,7 @@ def test_the_script_refuses_an_unknown_key_in_one_line(tmp_path):
 def test_runner_option_kinds_are_the_dataclass_fields():
     kinds = runner_option_kinds()
     fields = set(arguments_module().option_fields())
-    assert set(kinds) == fields and "config" not in kinds and len(kinds) == 65  # 52 + the 13 restart-family, scope and diagnostics options
+    assert set(kinds) == fields and "config" not in kinds and len(kinds) == 66  # 52 + the 13 restart-family, scope and diagnostics options + mixing
     assert kinds["learning_rate"] == {"float"} and kinds["max_steps"] == {"int"}
     assert kinds["stop_at_step"] == {"int", "null"} and kinds["tf32"] == {"bool"}
     assert kinds["model"] == {"str"} and kinds["data_dir"] == {"null", "str"}

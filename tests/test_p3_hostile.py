@@ -225,8 +225,7 @@ def test_readme_says_what_is_equal_and_it_is(tmp_path):
     """The README claims equal data per step for any N, and unequal losses (dropout masks, reduction order); the
     first claim is checked here on the runner's own batching."""
     from hyperrestart.core.paths import PROJECT_ROOT
-    from hyperrestart.core.overlay_import import load_overlay_module
-    from hyperrestart.p3.runner import RUNNER_PACKAGE, arguments_module
+    from hyperrestart.p3.runner import arguments_module, runner_part
 
     readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("## P3 instruction tuning"):readme.index("## Reproducing the paper")]
@@ -237,7 +236,7 @@ def test_readme_says_what_is_equal_and_it_is(tmp_path):
                   "order of floating-point sums", "never bit for bit"):
         assert claim in flat, claim
 
-    data = load_overlay_module("hyperrestart._p3_runner_data", RUNNER_PACKAGE / "data.py")
+    data = runner_part("data")  # inside its package: data.py imports batching.py
     Batches, batch_layout = data.Batches, arguments_module().batch_layout
 
     class Rows:
@@ -304,10 +303,13 @@ def test_runner_dies_with_a_killed_launcher(tmp_path):
     """SIGKILL to `hyperrestart p3` alone (not its group): the runner it started gets its parent-death signal."""
     import os
     import signal
+    import sys
     import time
     marker = tmp_path / "started"
     fake = tmp_path / "fake-python"
-    fake.write_text(f"#!/bin/sh\ntouch {marker}\nexec sleep 300\n", encoding="utf-8")
+    # a python for the run record's version probe (`-c CODE`), a runner that sleeps otherwise
+    fake.write_text(f'#!/bin/sh\n[ "$1" = -c ] && exec {sys.executable} "$@"\ntouch {marker}\nexec sleep 300\n',
+                    encoding="utf-8")
     fake.chmod(0o755)
     launcher = _launch(tmp_path, fake)
     deadline = time.monotonic() + 60

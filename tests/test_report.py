@@ -416,3 +416,55 @@ def test_the_report_states_evidence_per_arm_and_plots_diagnostics(p3_runs, tmp_p
     assert float(rows[0]["p_value"]) == pytest.approx(expected.p_value)
     for arm in ("restart", "no_restart", "worse"):
         assert (out / f"diagnostics_{arm}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- the paper's own tables: their n, and what their differences mean at an assumed n ---------------------------
+def welch_p_by_hand(mean_a, sd_a, mean_b, sd_b, n):
+    """Welch's t-test from summary statistics, written out (Welch-Satterthwaite df, two-sided)."""
+    from scipy import stats
+    va, vb = sd_a ** 2 / n, sd_b ** 2 / n
+    t = (mean_a - mean_b) / (va + vb) ** 0.5
+    df = (va + vb) ** 2 / (va ** 2 / (n - 1) + vb ** 2 / (n - 1))
+    return 2 * stats.t.sf(abs(t), df)
+
+
+def test_the_papers_table_alone_states_its_n_and_the_p_value_at_each_assumed_n(tmp_path, capsys):
+    out = tmp_path / "paper"
+    assert cli_main(["report", "--published", "table2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed == (out / "paper.md").read_text(encoding="utf-8")
+    assert "(n = runs per row: not stated in the paper)" in printed
+    assert "| FLAN-T5 + restart | not stated | 64.159 ± 0.334 |" in printed
+    line = next(l for l in printed.splitlines() if l.startswith("| FLAN-T5 + restart vs FLAN-T5 |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1] == "+1.108"
+    for cell, n in zip(cells[2:6], (2, 3, 5, 10)):
+        assert float(cell) == pytest.approx(welch_p_by_hand(64.159, 0.334, 63.051, 0.296, n), rel=5e-3)  # 3 digits
+    # 0.074 at n = 2, 0.013 at n = 3: the smallest n with p < 0.05 is 3
+    assert cells[6] == "3"
+    assert welch_p_by_hand(64.159, 0.334, 63.051, 0.296, 2) > 0.05 > welch_p_by_hand(64.159, 0.334, 63.051, 0.296, 3)
+
+
+def test_a_published_table_without_a_std_says_no_test_is_possible(capsys):
+    assert cli_main(["report", "--published", "table1"]) == 0
+    printed = capsys.readouterr().out
+    assert "no difference in it can be tested at any n" in printed
+    assert "p if n =" not in printed
+
+
+def test_report_with_published_prints_the_papers_table_with_its_n_below_ours(tmp_path, capsys):
+    root = tmp_path / "runs"
+    for i, (arm, seed, rouge) in enumerate([("t5_no_restart", 1, 60.0), ("t5_no_restart", 2, 61.0),
+                                            ("t5_restart", 1, 62.0), ("t5_restart", 2, 62.5)]):
+        p3_run(root, f"{arm}_{seed}", arm, seed, rouge, i, report_cfg=None)
+    assert cli_main(["report", str(root), "--published", "table2", "--no-figures"]) == 0
+    printed = capsys.readouterr().out
+    ours, paper = printed.split("**Table 2: P3 instruction tuning, Rouge-L, as published**")
+    assert "| t5_restart | 2 |" in ours and "not stated" in paper
+
+
+def test_report_needs_runs_or_a_published_table(capsys):
+    assert cli_main(["report"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--published TABLE" in err[0]
+    assert cli_main(["report", "--published"]) == 1

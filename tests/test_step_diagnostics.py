@@ -155,3 +155,24 @@ def test_a_model_without_trainable_parameters_is_refused(tmp_path):
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     with pytest.raises(ValueError, match="no trainable parameters"):
         diagnostics.StepDiagnostics({"hypernetwork": [], "backbone": []}, optimizer, str(tmp_path))
+
+
+def test_a_parameter_without_a_gradient_counts_as_zero(tmp_path):
+    """A trainable tensor the step did not reach (grad None) adds nothing to its space's norms; the others keep
+    their closed forms (the scatter path; every other test takes the all-gradients path)."""
+    torch.manual_seed(0)
+    used, unused = torch.nn.Linear(3, 1), torch.nn.Parameter(torch.ones(5))
+    optimizer = torch.optim.SGD([{"params": list(used.parameters()) + [unused], "lr": 0.1}], lr=0.1)
+    diag = diagnostics.StepDiagnostics({"backbone": list(used.parameters()) + [unused]}, optimizer, str(tmp_path),
+                                       tensorboard=False)
+    loss = used(torch.ones(2, 3)).pow(2).mean()
+    loss.backward()
+    assert unused.grad is None
+    norm = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in used.parameters()))
+    diag.on_gradients()
+    optimizer.step()
+    diag.on_update(1, loss)
+    diag.close()
+    row = read(tmp_path)[0]
+    assert float(row["backbone_grad_norm"]) == pytest.approx(norm, rel=1e-6)
+    assert float(row["backbone_update_norm"]) == pytest.approx(0.1 * norm, rel=1e-5)

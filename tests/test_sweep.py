@@ -423,3 +423,55 @@ def test_failed_run_gets_no_marker_and_a_clear_error(tiny_sweep, tmp_path, capsy
     assert "run 0 (seed-1) failed with exit code 1" in err and "sweep.log" in err
     assert not (out / "seed-1" / sweep_jobs.COMPLETE_MARKER).exists()
     assert "--python /bin/false" in (out / "seed-1" / sweep_jobs.RUN_LOG).read_text()
+
+
+# --- --launch local --jobs N ---------------------------------------------------------------------------------------
+def fake_local_jobs(monkeypatch, count, fail=()):
+    """`count` jobs whose execute records when it ran; the indexes in `fail` raise as a failing run does."""
+    import threading
+    import time as time_module
+    from hyperrestart.sweep import launch as sweep_launch
+    state = {"running": 0, "most": 0, "started": []}
+    lock = threading.Lock()
+
+    def execute(job):
+        with lock:
+            state["running"] += 1
+            state["most"] = max(state["most"], state["running"])
+            state["started"].append(job)
+        time_module.sleep(0.05)
+        with lock:
+            state["running"] -= 1
+        if job in fail:
+            raise HyperrestartError(f"run {job} failed")
+        return "done"
+
+    monkeypatch.setattr(sweep_launch, "check_jobs", lambda jobs: None)
+    monkeypatch.setattr(sweep_launch.sweep_jobs, "execute", execute)
+    return sweep_launch, list(range(count)), state
+
+
+@pytest.mark.parametrize("parallel", [1, 2, 3])
+def test_local_jobs_run_n_at_a_time(monkeypatch, parallel):
+    sweep_launch, jobs, state = fake_local_jobs(monkeypatch, 6)
+    assert sweep_launch.launch_local(jobs, parallel=parallel) == {"done": 6, "skipped": 0, "failed": 0}
+    assert state["most"] == parallel and sorted(state["started"]) == jobs
+
+
+def test_a_failed_local_job_stops_new_ones_unless_keep_going(monkeypatch, capsys):
+    sweep_launch, jobs, state = fake_local_jobs(monkeypatch, 6, fail={0})
+    with pytest.raises(HyperrestartError, match=r"^run 0 failed$"):
+        sweep_launch.launch_local(jobs, parallel=2)
+    assert len(state["started"]) < 6  # the runs not started when run 0 failed never start
+    sweep_launch, jobs, state = fake_local_jobs(monkeypatch, 6, fail={0, 3})
+    with pytest.raises(HyperrestartError, match="2 of 6 runs failed"):
+        sweep_launch.launch_local(jobs, keep_going=True, parallel=2)
+    assert sorted(state["started"]) == jobs
+    assert capsys.readouterr().err.count("failed") == 2
+
+
+def test_jobs_below_one_is_refused(monkeypatch):
+    sweep_launch, jobs, state = fake_local_jobs(monkeypatch, 2)
+    with pytest.raises(HyperrestartError, match="--jobs 0"):
+        sweep_launch.launch_local(jobs, parallel=0)
+    assert state["started"] == []

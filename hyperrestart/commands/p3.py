@@ -28,11 +28,18 @@ def register(subparsers):
     parser.add_argument("--model-name-or-path", help="T5 checkpoint folder (e.g. a local google/flan-t5-base)")
     parser.add_argument("--hyperdecoders-tree", default=str(DEFAULT_DEST / "hyperdecoders"),
                         help="materialised hyperdecoders tree (default: upstream/hyperdecoders)")
-    parser.add_argument("--python", default=sys.executable, help="interpreter that runs the runner")
+    parser.add_argument("--python", default=None, help="interpreter that runs the runner (default: this one)")
     parser.add_argument("--nproc-per-node", type=int, default=1, help="processes (GPUs) per node, via torchrun")
     parser.add_argument("--tiny", action="store_true",
                         help="tiny learnable P3 + tiny random T5, 255 steps, offline, CPU: a run that learns in about "
                              "a minute (default config table2_t5_restart, output runs/p3-tiny-TIME)")
+    parser.add_argument("--tiny-mixing", action="store_true",
+                        help="with --tiny: the tiny data prepared with `prepare-p3 --caps-as mixing-rates` (every row "
+                             "kept; the runner samples the four tasks by T0's rates 199/199/199/124)")
+    parser.add_argument("--repeat", metavar="RUN_DIR",
+                        help="run the P3 run in RUN_DIR again with its recorded command, seed, threads and "
+                             "environment (into --output-dir, default RUN_DIR-repeat) and check that its train_log.csv "
+                             "(loss, lr per step), eval_log.csv and eval predictions equal the original's bit for bit")
     parser.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
     parser.add_argument("runner_args", nargs="*", metavar="-- RUNNER_ARGS",
                         help="further p3_trainer.py options, after `--` (python p3_trainer.py --help lists them)")
@@ -44,10 +51,11 @@ def run(args):
 
     launch = Launch(config=args.config, model=args.model, data_dir=args.data_dir, output_dir=args.output_dir,
                     model_name_or_path=args.model_name_or_path, hyperdecoders_tree=args.hyperdecoders_tree,
-                    python=args.python, nproc_per_node=args.nproc_per_node, tiny=args.tiny,
+                    python=args.python or sys.executable, nproc_per_node=args.nproc_per_node, tiny=args.tiny,
+                    tiny_mixing=args.tiny_mixing, repeat=args.repeat,
                     runner_args=list(args.runner_args or []))
-    command = prepare_launch(launch)
+    launch, command, recorded = prepare_launch(launch, python_given=args.python is not None)
     if args.dry_run:
         print(shlex.join(command))
         return 0
-    return run_runner(launch, command)
+    return run_runner(launch, command, recorded)

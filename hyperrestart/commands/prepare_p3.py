@@ -7,7 +7,8 @@ def register(subparsers):
         "prepare-p3", help="build the P3 training folder from a local copy of bigscience/P3 (no TensorFlow)",
         description="Read the P3 tasks (default: the paper's 193) from a local bigscience/P3 copy in its tfrecord "
                     "layout (data/{task}/train.tfrecord-*) or parquet conversion ({task}/train/*.parquet), apply "
-                    "T0's per-dataset cap (a seeded sample of each capped task), hold out a seeded validation/test "
+                    "T0's per-dataset cap (--caps-as truncation: a seeded sample of each capped task; --caps-as mixing-rates: every "
+                    "row kept, each task's T0 mixing rate recorded for the P3 runner's sampler), hold out a seeded validation/test "
                     "split, and write OUT/data/*.parquet + OUT/manifest.json atomically.")
     parser.add_argument("--source", required=True, help="local copy of bigscience/P3")
     parser.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
@@ -20,6 +21,10 @@ def register(subparsers):
     parser.add_argument("--cap-per-task", type=int, default=0,
                         help="also cap every task at this many rows (0 = no cap; not T0's rule: 26981 gives Table 8's "
                              "3,301,000 rows and 3301 validation rows, see README)")
+    parser.add_argument("--caps-as", choices=("truncation", "mixing-rates"), default="truncation",
+                        help="truncation (default): same proportions, rows dropped (a capped task keeps a seeded "
+                             "sample of cap rows); mixing-rates: T0's mixing, every row kept and each task's rate "
+                             "min(rows, cap) recorded, so the P3 runner samples tasks in proportion to their rates")
     parser.add_argument("--holdout", type=float, default=0.002,
                         help="fraction held out and halved into validation/test (paper: 0.002)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out split and of the capped samples")
@@ -35,7 +40,7 @@ def run(args):
 
     manifest = prepare(args.source, args.out, tasks_file=args.tasks, fmt=args.format,
                        cap_per_dataset=args.cap_per_dataset, cap_per_task=args.cap_per_task, holdout=args.holdout,
-                       seed=args.seed, split=args.split,
+                       seed=args.seed, split=args.split, caps_as=args.caps_as,
                        overwrite=args.overwrite, hash_inputs=not args.no_input_hashes, progress=not args.quiet)
     print(json.dumps(summary(manifest, args.out)))
     return 0

@@ -13,8 +13,9 @@ def register(subparsers):
                     "be used (a damaged JSON file, no metrics, unfinished, no metrics of the table's split) is skipped "
                     "with a warning naming it and listed under the table; the exit status is 0 when at least one "
                     "run is reported, 1 when none is.")
-    parser.add_argument("runs", nargs="+", metavar="RUN_DIR",
-                        help="run directories, or folders of them (a sweep's --output-root)")
+    parser.add_argument("runs", nargs="*", metavar="RUN_DIR",
+                        help="run directories, or folders of them (a sweep's --output-root); none with "
+                             "--published TABLE prints the paper's table alone, with its n")
     parser.add_argument("--out", help="folder for the table, CSV and figures (default: print the table only)")
     parser.add_argument("--published", nargs="?", const=True, default=None, metavar="TABLE",
                         help="show the paper's published numbers beside ours, row by row (TABLE: table1, table2, "
@@ -36,7 +37,15 @@ def register(subparsers):
 
 
 def run(args):
-    from hyperrestart.report.build import build_report
+    from hyperrestart.core.errors import HyperrestartError
+    from hyperrestart.report.build import build_report, published_report
+
+    if not args.runs:
+        if args.published in (None, True):
+            raise HyperrestartError("report: give RUN_DIR(s) to report on, or --published TABLE (table1, table2, "
+                                    "table5) for the paper's table alone")
+        print(published_report(args.published, args.out), end="")
+        return 0
 
     markdown = build_report(args.runs, out=args.out, published=args.published, split=args.split, select=args.select,
                             digits=args.digits, title=args.title, include_unfinished=args.include_unfinished,

@@ -33,7 +33,20 @@ def register(subparsers):
                         help="override a training argument; VALUE is JSON (3e-4, 65535, true, null, "
                              "'[\"rte\"]'), and for a string argument a bare word is the string "
                              "(--set model_name_or_path=/models/t5); checked against the argument's type; repeatable")
-    parser.add_argument("--nproc", type=int, default=None, help="processes (torch.distributed.run --nproc_per_node)")
+    parser.add_argument("--nproc", type=int, default=None, help="processes on this machine (torch.distributed.run "
+                                                               "--nproc_per_node, standalone)")
+    nodes = parser.add_argument_group(
+        "across nodes", "one run over N machines (README \"Across nodes\"): start `hyperrestart run` on each with the "
+                        "same CONFIG, --set values, --output-dir (a folder every node sees) and these options; node "
+                        "rank 0 owns the run folder. Inside a SLURM job the endpoint and node rank default to the "
+                        "job's first node, a port derived from the job id, and SLURM_NODEID")
+    nodes.add_argument("--nnodes", type=int, help="machines in the run (torchrun --nnodes; c10d rendezvous)")
+    nodes.add_argument("--nproc-per-node", type=int, help="processes per machine (default 1)")
+    nodes.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
+                       help="where the nodes meet: a host every node reaches (usually node 0's) and a free port")
+    nodes.add_argument("--node-rank", type=int, help="this machine's rank, 0..N-1; 0 writes the run folder")
+    nodes.add_argument("--rdzv-timeout", type=int, metavar="SECONDS",
+                       help="how long each node waits for the others to join (default 300)")
     parser.add_argument("--tiny", action="store_true",
                         help="the generated tiny T5 and GLUE/MRQA data, 15 steps (a cycle end), offline, CPU: a smoke run in "
                              "seconds")

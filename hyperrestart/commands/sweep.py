@@ -24,6 +24,9 @@ def register(subparsers):
     parser.add_argument("--max-runs", type=int, default=None, metavar="N",
                         help="refuse a grid of more than N runs before building it (default: 10,000)")
     parser.add_argument("--keep-going", action="store_true", help="--launch local: go on after a failed run")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="--launch local: run N runs at once (default 1; tiny runs use one core each, so "
+                             "--jobs 2 fills 2 cores)")
     slurm = parser.add_argument_group("SLURM resources (override the spec's `slurm:` section)")
     slurm.add_argument("--partition")
     slurm.add_argument("--gpus", type=int)

@@ -8,7 +8,9 @@ bootstrap put it there and every runner file equals the project's, else the proj
 """
 import json
 import os
+import re
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +33,9 @@ class Launch:
     python: str = "python"
     nproc_per_node: int = 1
     tiny: bool = False
+    tiny_mixing: bool = False
     runner_args: list = field(default_factory=list)
+    repeat: Optional[str] = None  # the run folder this launch repeats (p3 --repeat)
 
 
 def resolve_config(name):
@@ -55,7 +59,7 @@ def apply_tiny(launch):
     from hyperrestart.p3.synthetic import TINY_SETTINGS, tiny_p3_data, tiny_t5_dir
 
     launch.config = launch.config or "table2_t5_restart"
-    launch.data_dir = launch.data_dir or str(tiny_p3_data())
+    launch.data_dir = launch.data_dir or str(tiny_p3_data(mixing=launch.tiny_mixing))
     launch.model_name_or_path = launch.model_name_or_path or str(tiny_t5_dir())
     launch.output_dir = launch.output_dir or str(PROJECT_ROOT / "runs" / f"p3-tiny-{time.strftime('%Y%m%d-%H%M%S')}")
     flags = []
@@ -132,30 +136,108 @@ def runner_env(launch):
     return env
 
 
-def prepare_launch(launch):
-    """The command to run (--tiny's defaults filled in first)."""
-    return build_command(launch, apply_tiny(launch) if launch.tiny else ())
+def prepare_launch(launch, python_given=False):
+    """(launch, command to run, record of the repeated run or None): --tiny's defaults filled in first; under
+    --repeat, the recorded run's command (python_given: launch.python replaces the recorded interpreter)."""
+    if launch.repeat:
+        from hyperrestart.p3 import repeat
+
+        repeat.check_not_combined(launch)
+        return repeat.repeat_launch(launch, launch.repeat, launch.output_dir,
+                                    launch.python if python_given else None)
+    if launch.tiny_mixing and not launch.tiny:
+        raise HyperrestartError("--tiny-mixing picks the tiny data prepared with T0's mixing rates; it needs --tiny")
+    return launch, build_command(launch, apply_tiny(launch) if launch.tiny else ()), None
 
 
-def run_runner(launch, command):
-    """Check the paths (every problem, one line each), then run the command holding the run folder's lock (a second
-    `p3` on it is refused); the runner and its workers die with this process. After --tiny, print where the outputs
+def run_runner(launch, command, recorded=None):
+    """Check the paths and the data's mixing rates (every problem, one line each), then run the command holding the
+    run folder's lock (a second `p3` on it is refused); the runner and its workers die with this process. A fresh
+    run folder gets hyperrestart_run.json (what `p3 --repeat` needs); `recorded`: the record of the run this launch
+    repeats, whose environment is restored and whose results must be equal. After --tiny, print where the outputs
     are. Returns its exit status; a run folder this launch made is not left behind empty."""
     from hyperrestart.p3 import preflight
+    from hyperrestart.p3 import repeat
     from hyperrestart.p3.runlock import locked_run_folder
 
     preflight.check(command)
-    output_dir = preflight.effective_paths(command)["output_dir"]
+    output_dir = Path(preflight.effective_options(command)["output_dir"])
     lifeline = lifeline_module()
     env = runner_env(launch)
+    if recorded:
+        repeat.shared.apply_env(env, recorded["env"])
     env[lifeline.LAUNCHER_PID] = str(os.getpid())
     with locked_run_folder(output_dir) as failed:
-        code = subprocess.call(command, env=env, preexec_fn=lifeline.preexec(os.getpid()))
+        fresh = not any(output_dir.glob("checkpoint-*"))  # a resume keeps the record of the run's start
+        if fresh:
+            made = repeat.record(output_dir, launch, command, env)
+            changed = repeat.shared.differences(recorded, made) if recorded else []
+            if changed:
+                print("warning: repeating with another setup, so the numbers may differ: " + "; ".join(changed),
+                      flush=True)
+        code = call_with_heartbeat(command, env, lifeline.preexec(os.getpid()))
         if code != 0:
+            if fresh and sorted(p.name for p in output_dir.iterdir()) == sorted([repeat.shared.RUN_RECORD,
+                                                                                  ".hyperrestart-p3.lock"]):
+                (output_dir / repeat.shared.RUN_RECORD).unlink()  # nothing ran: the folder is left as found
             failed()
     if launch.tiny:
-        print(outputs_summary(Path(launch.output_dir)))
+        print(outputs_summary(output_dir))
+    if recorded and code == 0:
+        print(repeat.shared.check_repeat(Path(launch.repeat), output_dir))
     return code
+
+
+def call_with_heartbeat(command, env, preexec):
+    """Run the runner, passing its stdout and stderr on as they come; whenever it is silent for a few seconds
+    (importing torch, tokenizing, generating at an evaluation), say what it is still at: its last line. Returns its
+    exit status."""
+    import threading
+
+    from hyperrestart.core.progress import Heartbeat
+
+    print("starting the P3 runner (importing torch and transformers) ...", file=sys.stderr, flush=True)
+    process = subprocess.Popen(command, env=env, preexec_fn=preexec, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = {"last": "starting (importing torch and transformers)", "open_line": False}
+
+    def say(seconds):
+        print(("\n" if seen["open_line"] else "") + f"  still running the P3 runner ({seconds:.0f}s): {seen['last']}",
+              file=sys.stderr, flush=True)
+        seen["open_line"] = False
+
+    with Heartbeat(say) as beat:
+        readers = [threading.Thread(target=_forward, args=(pipe, stream, beat, seen), daemon=True)
+                   for pipe, stream in ((process.stdout, sys.stdout), (process.stderr, sys.stderr))]
+        for reader in readers:
+            reader.start()
+        code = process.wait()
+        for reader in readers:
+            reader.join()
+    return code
+
+
+LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ \w+ [\w.]+: ")
+
+
+def _forward(pipe, stream, beat, seen):
+    """Copy `pipe` to `stream` chunk by chunk (progress bars' carriage returns included), noting the last line."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a chunk may end inside a character
+    while True:
+        chunk = os.read(pipe.fileno(), 65536)
+        text = decoder.decode(chunk, final=not chunk)
+        if not chunk:
+            stream.write(text)
+            break
+        stream.write(text)
+        stream.flush()
+        lines = [line.strip() for line in text.replace("\r", "\n").split("\n") if line.strip()]
+        if lines:
+            seen["last"] = LOG_PREFIX.sub("", lines[-1])[:100]
+        seen["open_line"] = not text.endswith("\n")
+        beat.touch()
+    pipe.close()
 
 
 def outputs_summary(output_dir):

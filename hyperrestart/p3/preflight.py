@@ -8,6 +8,7 @@ from pathlib import Path
 from hyperrestart.core.errors import HyperrestartError
 
 PATH_OPTIONS = ("model_name_or_path", "tokenizer_name", "data_dir", "output_dir", "hdconfig")
+READ_OPTIONS = PATH_OPTIONS + ("mixing", "seed")  # the runner options the tool reads before it starts
 REQUIRED = ("model_name_or_path", "data_dir", "output_dir")
 WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json")
@@ -15,8 +16,8 @@ DATA_SUFFIXES = (".parquet", ".arrow", ".jsonl", ".json", ".csv", ".txt")
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
-def effective_paths(runner_args):
-    """{option: value} of PATH_OPTIONS as the runner will see them: its --config file, then the flags (last wins)."""
+def effective_options(runner_args):
+    """{option: value} of READ_OPTIONS as the runner will see them: its --config file, then the flags (last wins)."""
     values, flags = {}, {}
     args = list(runner_args)
     for i, arg in enumerate(args):
@@ -25,7 +26,7 @@ def effective_paths(runner_args):
         name, _, inline = arg[2:].partition("=")
         name = name.replace("-", "_")
         value = inline if inline else (args[i + 1] if i + 1 < len(args) else None)
-        if name in PATH_OPTIONS + ("config", "config_file") and value is not None:
+        if name in READ_OPTIONS + ("config", "config_file") and value is not None:
             flags[name] = value
     config = flags.pop("config_file", None) or flags.pop("config", None)
     if config:
@@ -34,7 +35,8 @@ def effective_paths(runner_args):
         except (OSError, ValueError) as exc:
             raise HyperrestartError(f"--config {config}: cannot read it as JSON ({exc}); fix the config file")
         if isinstance(loaded, dict):
-            values.update({k: v for k, v in loaded.items() if k in PATH_OPTIONS and isinstance(v, str)})
+            values.update({k: v for k, v in loaded.items() if k in READ_OPTIONS and isinstance(v, (str, int))
+                           and not isinstance(v, bool)})
     values.update(flags)
     return values
 
@@ -92,6 +94,29 @@ def data_problems(value):
     return []
 
 
+def mixing_problems(data_dir, mixing):
+    """The manifest's mixing rates checked against its per-task train rows, as the runner checks them against the
+    data (p3_runner/mixing.py: declared_rates, check_rates)."""
+    from hyperrestart.p3.runner import runner_part
+
+    if mixing == "off":
+        return []
+    mixing_module = runner_part("mixing")
+    path = Path(data_dir).expanduser() / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        rates = mixing_module.declared_rates(manifest, mixing, path)
+        if rates is None:
+            return []
+        train = {task: entry["train"] for task, entry in (manifest.get("per_task") or {}).items()}
+        mixing_module.check_rates(rates, train, path)
+    except (OSError, AttributeError, KeyError, TypeError) as exc:
+        return [f"{path}: cannot read its per-task train rows ({type(exc).__name__}: {exc}); prepare the data again"]
+    except ValueError as exc:  # JSON errors too
+        return [str(exc) if not isinstance(exc, json.JSONDecodeError) else f"{path}: not JSON ({exc})"]
+    return []
+
+
 def output_problems(value):
     path = Path(value).expanduser()
     if path.exists() and not path.is_dir():
@@ -107,8 +132,8 @@ def output_problems(value):
 
 
 def problems(runner_args):
-    """Every problem with the runner's paths, one line each (empty when it may start)."""
-    values = effective_paths(runner_args)
+    """Every problem with the runner's paths and the data's mixing rates, one line each (empty when it may start)."""
+    values = effective_options(runner_args)
     found = [f"--{name.replace('_', '-')} is required (on the command line or in --config)"
              for name in REQUIRED if not values.get(name)]
     if values.get("model_name_or_path"):
@@ -119,7 +144,7 @@ def problems(runner_args):
     if values.get("tokenizer_name"):
         found += hub_or_local("tokenizer_name", values["tokenizer_name"], tokenizer_problems)
     if values.get("data_dir"):
-        found += data_problems(values["data_dir"])
+        found += data_problems(values["data_dir"]) or mixing_problems(values["data_dir"], values.get("mixing", "auto"))
     if values.get("output_dir"):
         found += output_problems(values["output_dir"])
     if values.get("hdconfig") and not Path(values["hdconfig"]).expanduser().is_file():

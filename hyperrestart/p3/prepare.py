@@ -18,15 +18,19 @@ from hyperrestart.p3.claim import MANIFEST, Claim, check_existing_out, check_loc
 from hyperrestart.p3.readers import (CHUNK_ROWS, FORMATS, count_rows, detect_format, expected_location, read_task,
                                      task_files)
 from hyperrestart.p3.split import SPLITS, check_split_sizes, split_assignment
-from hyperrestart.p3.tasks import dataset_of, load_task_list, per_task_caps, sample_rows
+from hyperrestart.p3.tasks import dataset_of, load_task_list, mixing_rates, per_task_caps, sample_rows
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: caps_as, and mixing_rates under --caps-as mixing-rates
+# What T0's caps become: "truncation" keeps a seeded sample of each capped task (same proportions, rows dropped);
+# "mixing-rates" keeps every row and records each task's rate, which the P3 runner samples tasks in proportion to.
+CAPS_AS = ("truncation", "mixing-rates")
 
 
 def prepare(source, out, tasks_file=None, fmt="auto", cap_per_dataset=500000, holdout=0.002, seed=0,
-            split="train", overwrite=False, hash_inputs=True, progress=True, cap_per_task=None, say=None):
+            split="train", overwrite=False, hash_inputs=True, progress=True, cap_per_task=None, say=None,
+            caps_as="truncation"):
     """Build OUT from SOURCE; returns the manifest (also written to OUT/manifest.json). say: where notes go
-    (default: stderr)."""
+    (default: stderr). caps_as: one of CAPS_AS."""
     source, out = Path(source), Path(out)
     say = say or (lambda text: print(text, file=sys.stderr))
     if not source.is_dir():
@@ -36,6 +40,8 @@ def prepare(source, out, tasks_file=None, fmt="auto", cap_per_dataset=500000, ho
     for flag, value in (("--cap-per-dataset", cap_per_dataset), ("--cap-per-task", cap_per_task)):
         if value is not None and value < 0:
             raise HyperrestartError(f"{flag} must be >= 0 (0 = no cap), got {value}")
+    if caps_as not in CAPS_AS:
+        raise HyperrestartError(f"--caps-as must be one of {', '.join(CAPS_AS)}, got {caps_as!r}")
     check_locations(source, out)
     check_parent(out)
     tasks = load_task_list(tasks_file)
@@ -54,7 +60,7 @@ def prepare(source, out, tasks_file=None, fmt="auto", cap_per_dataset=500000, ho
         with Claim(out, say) as claim:
             check_existing_out(out, overwrite)
             manifest = build(source, claim.tmp, tasks, files, fmt, split, cap_per_dataset, cap_per_task, holdout,
-                             seed, hash_inputs, progress)
+                             seed, hash_inputs, progress, caps_as)
             claim.publish()
             return manifest
     except OSError as exc:
@@ -62,9 +68,9 @@ def prepare(source, out, tasks_file=None, fmt="auto", cap_per_dataset=500000, ho
 
 
 def build(source, tmp, tasks, files, fmt, split, cap_per_dataset, cap_per_task, holdout, seed, hash_inputs,
-          progress):
+          progress, caps_as="truncation"):
     """Write the prepared data and manifest into the folder `tmp`; returns the manifest."""
-    counts = count_and_cap(tasks, files, fmt, cap_per_dataset, cap_per_task, holdout)
+    counts = count_and_cap(tasks, files, fmt, cap_per_dataset, cap_per_task, holdout, caps_as, seed)
     (tmp / "data").mkdir(parents=True)
     schema = _schema()
     staging = tmp / "staging"
@@ -76,9 +82,9 @@ def build(source, tmp, tasks, files, fmt, split, cap_per_dataset, cap_per_task, 
     return manifest
 
 
-def count_and_cap(tasks, files, fmt, cap_per_dataset, cap_per_task, holdout):
-    """Pass 0, before reading any text: every task's rows per file and in all, T0's caps, the rows kept, the split
-    sizes (refused when too small)."""
+def count_and_cap(tasks, files, fmt, cap_per_dataset, cap_per_task, holdout, caps_as="truncation", seed=0):
+    """Pass 0, before reading any text: every task's rows per file and in all, T0's caps, the rows kept (truncation:
+    min(rows, cap); mixing-rates: every row, and each task's rate), the split sizes (refused when too small)."""
     file_rows = {task: [count_rows(path, fmt) for path in files[task]] for task in tasks}
     source_rows = {task: sum(file_rows[task]) for task in tasks}
     empty = [task for task in tasks if source_rows[task] == 0]
@@ -86,10 +92,31 @@ def count_and_cap(tasks, files, fmt, cap_per_dataset, cap_per_task, holdout):
         raise HyperrestartError(f"task {empty[0]} is empty: {', '.join(map(str, files[empty[0]]))} hold(s) no "
                                 "examples; re-download it or drop it from the task list")
     caps = per_task_caps(source_rows, cap_per_dataset, cap_per_task)
-    kept = {task: min(source_rows[task], caps[task]) if caps[task] is not None else source_rows[task] for task in tasks}
+    if caps_as == "mixing-rates":
+        kept, rates = dict(source_rows), mixing_rates(source_rows, cap_per_dataset, cap_per_task)
+    else:
+        kept = {task: min(source_rows[task], caps[task]) if caps[task] is not None else source_rows[task]
+                for task in tasks}
+        rates = None
     total = sum(kept.values())
+    sizes = check_split_sizes(total, holdout)
+    if rates is not None:
+        check_every_task_trains(tasks, kept, total, holdout, seed)
     return {"file_rows": file_rows, "source_rows": source_rows, "caps": caps, "kept": kept, "total": total,
-            "sizes": check_split_sizes(total, holdout)}
+            "sizes": sizes, "rates": rates}
+
+
+def check_every_task_trains(tasks, kept, total, holdout, seed):
+    """Under mixing rates every task needs a train row (a rate with nothing to sample is refused by the runner):
+    refused before any text is read when the held-out split takes all of a task's rows."""
+    assignment = split_assignment(total, holdout, seed)
+    offset = 0
+    for task in tasks:
+        if kept[task] and not (assignment[offset:offset + kept[task]] == 0).any():
+            raise HyperrestartError(f"--caps-as mixing-rates: every one of task {task}'s {kept[task]} row(s) falls in "
+                                    "the held-out split, so it would have a mixing rate but no train rows; drop it "
+                                    "(--tasks FILE), lower --holdout or pick another --seed")
+        offset += kept[task]
 
 
 def stage_tasks(staging, tasks, files, fmt, counts, seed, schema, progress):
@@ -154,7 +181,8 @@ def route_splits(staging, data_dir, tasks, counts, holdout, seed, schema, progre
 def make_manifest(source, tmp, tasks, files, fmt, split, cap_per_dataset, cap_per_task, holdout, seed, hash_inputs,
                   counts, per_task_split):
     """The manifest: how the folder was made (rules, seed, caps), per-task rows, output and input hashes."""
-    source_rows, caps, kept, total, sizes = (counts[k] for k in ("source_rows", "caps", "kept", "total", "sizes"))
+    source_rows, caps, kept, total, sizes, rates = (counts[k] for k in ("source_rows", "caps", "kept", "total", "sizes",
+                                                                         "rates"))
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "created_by": f"hyperrestart {__version__} prepare-p3",
@@ -172,6 +200,11 @@ def make_manifest(source, tmp, tasks, files, fmt, split, cap_per_dataset, cap_pe
                     "at most cap_per_task rows. A capped task keeps a uniform sample without replacement, in source "
                     "order: numpy default_rng([seed, first 8 bytes of sha256(task) little-endian]).choice(source_rows, "
                     "cap, replace=False)",
+        "caps_as": "mixing-rates" if rates is not None else "truncation",
+        **({"mixing_rule": "T0's examples-proportional mixing: every row is kept, and the P3 runner draws each row of "
+                           "a global batch from task t with probability mixing_rates[t] / sum(mixing_rates), where "
+                           "mixing_rates[t] = min(source_rows, cap) (the source rows when uncapped)",
+            "mixing_rates": rates} if rates is not None else {}),
         "tasks": tasks,
         "num_rows": total,
         "splits": sizes,
@@ -189,9 +222,10 @@ def make_manifest(source, tmp, tasks, files, fmt, split, cap_per_dataset, cap_pe
 
 
 def summary(manifest, out):
-    """The one-line JSON summary prepare-p3 prints: output folder, tasks, rows, split sizes, input format."""
+    """The one-line JSON summary prepare-p3 prints: output folder, tasks, rows, split sizes, input format, what the
+    caps became."""
     return {"out": str(out), "tasks": len(manifest["tasks"]), "rows": manifest["num_rows"],
-            "splits": manifest["splits"], "format": manifest["source_format"]}
+            "splits": manifest["splits"], "format": manifest["source_format"], "caps_as": manifest["caps_as"]}
 
 
 def _schema():

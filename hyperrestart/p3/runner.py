@@ -4,6 +4,10 @@ The runner is overlay code (overlay/hyperdecoders/hyperdecoder/: the entry scrip
 p3_runner/), because it must also run inside the hyperdecoders tree without this package; the tool imports those same
 files, like hyperrestart.upstream.scheduler does the restart scheduler.
 """
+import importlib
+import importlib.util
+import sys
+
 from hyperrestart.core.overlay_import import load_overlay_module
 from hyperrestart.core.paths import OVERLAY_DIR
 
@@ -31,3 +35,16 @@ def arguments_module():
 def lifeline_module():
     """The runner's parent-death helpers (p3_runner/lifeline.py) alone: no torch."""
     return load_overlay_module("hyperrestart._p3_runner_lifeline", RUNNER_PACKAGE / "lifeline.py")
+
+
+def runner_part(name):
+    """A module of the runner's package p3_runner/ (e.g. "mixing", "batching": numpy only), imported inside the
+    package hyperrestart._p3_runner so its relative imports work; nothing else of the package is imported."""
+    package = "hyperrestart._p3_runner"
+    if package not in sys.modules:
+        spec = importlib.util.spec_from_file_location(package, RUNNER_PACKAGE / "__init__.py",
+                                                      submodule_search_locations=[str(RUNNER_PACKAGE)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[package] = module
+        spec.loader.exec_module(module)
+    return importlib.import_module(f"{package}.{name}")

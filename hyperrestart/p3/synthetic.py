@@ -27,6 +27,10 @@ TINY_RULES = {  # task -> (prefix naming the rule, rule over the word list)
 # 4000 rows: 800 validation (all evaluated), 800 test, 2400 train. 800 evaluation examples keep the eval noise of a
 # Rouge-L (its standard error over examples) well below its spread over seeds; 40 did not (README "P3 ... --tiny").
 TINY_ROWS_PER_TASK, TINY_HOLDOUT = 1000, 0.4
+# The tiny data's per-dataset cap under --tiny-mixing: all three datasets hold 1000 rows per task, more than 999, so
+# T0's rule gives each task the rate 999 // (its dataset's templates in P3): quarel and sciq 199 (5 templates), wiqa
+# 124 (8): the "last word" task is drawn 124/721 = 17% of the time instead of 25%, every row still kept.
+TINY_MIXING_CAP = 999
 # P3 runner options of the tiny default: 255 steps = 1+2+...+128 (a restart cycle end with one scheduler step per
 # optimizer step, restarts after steps 1, 3, 7, ..., 127), an evaluation at 0 and every 51 steps (6 points), ~30 s of
 # training on one CPU core. Every value can still be overridden (--set / runner arguments).
@@ -61,9 +65,10 @@ def tiny_examples(task, count, seed=0):
     return rows
 
 
-def tiny_p3_data(cache_dir=None):
+def tiny_p3_data(cache_dir=None, mixing=False):
     """The prepared tiny P3 folder (prepare-p3 output over tiny_examples in the jsonl layout); generated once, cached
-    under <cache>/tiny/TINY_VERSION."""
+    under <cache>/tiny/TINY_VERSION[-mixing]. mixing: prepared with --caps-as mixing-rates and a per-dataset cap of
+    TINY_MIXING_CAP, so every row is kept and the runner samples the tasks by T0's rates."""
     from hyperrestart.upstream.tiny import _build_once, _tiny_root
 
     def build(folder):
@@ -71,11 +76,14 @@ def tiny_p3_data(cache_dir=None):
 
         write_synthetic_p3(folder / "source", "jsonl", tasks=tuple(TINY_RULES), count=TINY_ROWS_PER_TASK,
                            examples=tiny_examples)
-        (folder / "tasks.txt").write_text("\n".join(TINY_RULES) + "\n")
+        (folder / "tasks.txt").write_text("\n".join(TINY_RULES) + "\n", encoding="utf-8")
         prepare(folder / "source", folder / "prepared", tasks_file=folder / "tasks.txt", fmt="jsonl",
-                holdout=TINY_HOLDOUT, seed=0, progress=False, say=lambda text: None)
+                holdout=TINY_HOLDOUT, seed=0, progress=False, say=lambda text: None,
+                **({"caps_as": "mixing-rates", "cap_per_dataset": TINY_MIXING_CAP} if mixing else {}))
 
-    return _build_once(_tiny_root(cache_dir) / TINY_VERSION, build, "the tiny P3 data") / "prepared"
+    name, what = (f"{TINY_VERSION}-mixing", "the tiny P3 data with T0 mixing rates") if mixing else \
+        (TINY_VERSION, "the tiny P3 data")
+    return _build_once(_tiny_root(cache_dir) / name, build, what) / "prepared"
 
 
 # --- P3-shaped data -----------------------------------------------------------------------------------------------

@@ -98,10 +98,11 @@ def per_task_caps(rows, cap_per_dataset=500000, cap_per_task=None):
     return caps
 
 
-def mixing_rates(rows, cap_per_dataset=500000):
+def mixing_rates(rows, cap_per_dataset=500000, cap_per_task=None):
     """T0's mixing rates: how often each task is sampled when every row is kept (examples-proportional mixing):
-    the task's rows, or 500_000 // templates for a task of a dataset T0 caps (per_task_caps). Returns {task: rate}."""
-    caps = per_task_caps(rows, cap_per_dataset)
+    min(the task's rows, its cap), the cap being 500_000 // templates for a task of a dataset T0 caps and
+    cap_per_task for every task (per_task_caps), or the task's rows when uncapped. Returns {task: rate}."""
+    caps = per_task_caps(rows, cap_per_dataset, cap_per_task)
     return {task: min(count, caps[task]) if caps[task] is not None else count for task, count in rows.items()}
 
 

@@ -7,6 +7,7 @@ from hyperrestart.core.files import atomic_write_text
 from hyperrestart.report.aggregate import aggregate, load_published, match_published, order_as_published
 from hyperrestart.report.evidence import arm_evidence, evidence_csv, evidence_markdown
 from hyperrestart.report.figures import plot_curves, plot_diagnostics
+from hyperrestart.report.paper import paper_markdown
 from hyperrestart.report.runs import AVERAGE, P3_METRIC, choose_split, exclude_non_finite, load_runs
 from hyperrestart.report import search
 from hyperrestart.report.tables import markdown_table, runs_csv, table_csv
@@ -49,6 +50,8 @@ def build_report(paths, out=None, published=None, split=None, select="last", dig
     searches = [(root, record, search.trials(root, record)) for root, record in search.search_roots(paths)]
     for root, record, trials in searches:
         markdown += "\n" + search.search_markdown(root, record, trials, digits)
+    if published_data:
+        markdown += "\n" + paper_markdown(published_data)
     if out:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -77,6 +80,16 @@ def _set_aside_stopped(results):
         raise HyperrestartError("every run was stopped early by its search's scheduler; nothing finished to "
                                 "tabulate")
     return kept, stopped
+
+
+def published_report(table, out=None):
+    """The paper's table `table` alone, with its n and what its differences mean at assumed n (no runs needed);
+    written to out/paper.md when out is given."""
+    markdown = paper_markdown(load_published(table))
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(out) / "paper.md", markdown)
+    return markdown
 
 
 def summary_lines(paths, digits=2):

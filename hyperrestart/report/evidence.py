@@ -173,6 +173,18 @@ def verdict(diff, p_value, n, higher_is_better=True, better="restart better", wo
     return f"not distinguishable with n = {n}"
 
 
+ASSUMED_NS = (2, 3, 5, 10)  # runs per row tried for published tables that do not state theirs
+
+
+def published_p_values(mean_a, std_a, mean_b, std_b, ns=ASSUMED_NS):
+    """Published rows give only mean ± std: the Welch p-value the difference would have if each row were over n
+    runs, for each n in `ns` ({n: p}); nan where a std is missing or both are 0."""
+    if std_a is None or std_b is None or (std_a == 0 and std_b == 0):
+        return {n: math.nan for n in ns}
+    return {n: float(stats.ttest_ind_from_stats(mean_a, std_a, n, mean_b, std_b, n, equal_var=False).pvalue)
+            for n in ns}
+
+
 def compare(arm, baseline, arm_examples=None, baseline_examples=None, higher_is_better=True, seed=0):
     """Evidence for arm vs baseline. arm/baseline: {seed: score}; *_examples: {seed: [per-example score]} or None."""
     a, b = _check_scores("arm", arm), _check_scores("baseline", baseline)

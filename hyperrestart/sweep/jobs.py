@@ -31,6 +31,8 @@ class Job:
     run_dir: str
     extra_args: list
     report: dict
+    nodes: int = 1  # > 1: one run across the SLURM job's nodes (execute_submitted), slurm.gpus processes each
+    nproc_per_node: int = 1
 
     @property
     def fingerprint(self):
@@ -109,8 +111,9 @@ class RunLock(RefusingLock):
         return f"{self.path.parent} is being run by another process right now; wait for it"
 
 
-def execute(job, quiet=False):
-    """Run one job unless finished; returns 'skipped', 'done'; raises HyperrestartError when the runner fails."""
+def execute(job, quiet=False, node_args=()):
+    """Run one job unless finished; returns 'skipped', 'done'; raises HyperrestartError when the runner fails.
+    node_args: node 0's `hyperrestart run` options of a run across nodes (execute_submitted)."""
     if is_finished(job):
         if not quiet:
             print(f"[{job.run.index}] {job.run.name}: finished already, skipped", flush=True)
@@ -118,7 +121,7 @@ def execute(job, quiet=False):
     run_dir = Path(job.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
-        command = job.command(continuation_args(job))
+        command = job.command((*continuation_args(job), *node_args))
         RUNNERS[job.runner].prepare(job.run.config, job.overrides(), run_dir)
         info = {"sweep": job.sweep_name, "runner": job.runner, "index": job.run.index, "name": job.run.name,
                 "arm": job.run.arm, "seed": job.run.seed, "labels": job.run.labels, "config": job.run.config,
@@ -179,6 +182,42 @@ def result_text(job):
                      for name, metrics in found.items()) or "no metrics file"
 
 
-def execute_submitted(job):
-    """The function submitit runs on a node (must be importable): execute one job, return its status."""
-    return execute(job)
+def node_layout(job, job_environment=None):
+    """This node's place in the job's run across nodes (upstream.nodes.Layout), from submitit's JobEnvironment."""
+    from hyperrestart.upstream.nodes import layout
+    from hyperrestart.upstream.resolve import RunRequest
+    if job_environment is None:
+        import submitit
+        job_environment = submitit.JobEnvironment()
+    request = RunRequest(config=job.run.config, nnodes=job.nodes, nproc_per_node=job.nproc_per_node,
+                         output_dir=job.run_dir)
+    return layout(request, job_environment=job_environment)
+
+
+def join(job, node_args):
+    """A node other than 0 of a run across nodes: start this node's part of the run; the run folder, its lock, its
+    sweep-run.json, sweep.log and completion marker are node 0's (its output goes to this task's submitit log)."""
+    if is_finished(job):
+        return "skipped"
+    command = job.command((*continuation_args(job), *node_args))
+    print(f"[{job.run.index}] {job.run.name}: {shlex.join(command[1:])}", flush=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(PROJECT_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    code = subprocess.run(command, env=env).returncode
+    if code != 0:
+        raise HyperrestartError(f"run {job.run.index} ({job.run.name}), node {node_args[-1]}: exited with {code}; "
+                                f"see this task's submitit log and node 0's {Path(job.run_dir) / RUN_LOG}")
+    return "joined"
+
+
+def execute_submitted(job, job_environment=None):
+    """The function submitit runs on each node of a job (must be importable). One node: execute the job. Across
+    nodes (job.nodes > 1): every node starts `hyperrestart run` with the same endpoint (the job's first node, a port
+    from the job id); node 0 executes the job (lock, run record, completion marker), the others join it."""
+    if job.nodes <= 1:
+        return execute(job)
+    from hyperrestart.upstream.nodes import node_args
+    layout = node_layout(job, job_environment)
+    if layout.owner:
+        return execute(job, node_args=node_args(layout))
+    return join(job, node_args(layout))

@@ -1,4 +1,6 @@
-"""Launching a sweep's runs: in turn on this machine, or as one submitit job array (SLURM)."""
+"""Launching a sweep's runs: on this machine (in turn or N at a time), or as one submitit job array (SLURM)."""
+import concurrent.futures
+import dataclasses
 import os
 import re
 import shlex
@@ -18,20 +20,31 @@ def check_jobs(jobs):
         sweep_jobs.is_finished(job)
 
 
-def launch_local(jobs, keep_going=False):
-    """Run the jobs in turn, skipping finished ones; returns {status: count}; failures raise unless keep_going."""
+def launch_local(jobs, keep_going=False, parallel=1):
+    """Run the jobs on this machine, `parallel` at a time (in turn by default), skipping finished ones; returns
+    {status: count}. A failure raises once the running jobs end (no new one starts), unless keep_going."""
     check_jobs(jobs)
+    if parallel < 1:
+        raise HyperrestartError(f"--jobs {parallel}: give 1 or more runs at once")
     counts = {"done": 0, "skipped": 0, "failed": 0}
     errors = []
-    for job in jobs:
-        try:
-            counts[sweep_jobs.execute(job)] += 1
-        except HyperrestartError as exc:
-            if not keep_going:
-                raise
-            counts["failed"] += 1
-            errors.append(str(exc))
-            print(str(exc), file=sys.stderr)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
+        pending = {pool.submit(sweep_jobs.execute, job): job for job in jobs}
+        for future in concurrent.futures.as_completed(pending):
+            if future.cancelled():
+                continue
+            try:
+                counts[future.result()] += 1
+            except HyperrestartError as exc:
+                counts["failed"] += 1
+                errors.append(str(exc))
+                if keep_going:
+                    print(str(exc), file=sys.stderr, flush=True)
+                else:
+                    for other in pending:
+                        other.cancel()  # runs not started yet are dropped; running ones finish
+    if errors and not keep_going:
+        raise HyperrestartError("\n".join(errors))
     if errors:
         raise HyperrestartError(f"{len(errors)} of {len(jobs)} runs failed (see above)")
     return counts
@@ -99,6 +112,10 @@ def launch_submitit(jobs, output_root, slurm, cluster=None, wait=False):
     skipped = len(jobs) - len(pending)
     if not pending:
         return [], skipped
+    nodes = int(slurm.get("nodes", 1))
+    if nodes > 1:  # one run across the job's nodes: slurm.gpus processes on each (execute_submitted)
+        pending = [dataclasses.replace(job, nodes=nodes, nproc_per_node=max(1, int(slurm.get("gpus") or 1)))
+                   for job in pending]
     folder = Path(output_root).resolve() / ".submitit" / "%j"
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     if cluster is None and executor.cluster != "slurm":
@@ -157,7 +174,7 @@ def run_sweep(args):
         sweep_jobs.execute(jobs[task_id])
         return 0
     if args.launch == "local":
-        counts = launch_local(jobs, keep_going=args.keep_going)
+        counts = launch_local(jobs, keep_going=args.keep_going, parallel=args.jobs)
         print(f"{spec.name}: {counts['done']} run, {counts['skipped']} skipped (finished), {len(jobs)} in all; "
               f"outputs in {output_root}")
         print("\n".join(local_summary(spec, output_root, args.tiny)))

@@ -327,6 +327,7 @@ def parse_spec(path, cli_sets=(), tiny=False, max_runs=None):
                                 f"--max-runs N")
     report = _section(data, "report", REPORT_KEYS, path)
     slurm = _section(data, "slurm", SLURM_KEYS, path)
+    check_nodes(slurm, runner, [str(a) for a in args], path)
     if report.get("published") is not None:
         from hyperrestart.report.aggregate import load_published
         try:
@@ -385,6 +386,30 @@ def parse_spec(path, cli_sets=(), tiny=False, max_runs=None):
     _check_keys(runs, runner, [str(a) for a in args], path)
     return Sweep(path, str(data.get("name") or path.stem), str(data.get("description") or ""), runner, config,
                  [str(a) for a in args], list(fixed.items()), axes, run_name, report, slurm, runs)
+
+
+NODE_OPTIONS = ("--nproc", "--nnodes", "--nproc-per-node", "--rdzv-endpoint", "--node-rank")
+
+
+def check_nodes(slurm, runner, args, path):
+    """`slurm: {nodes: N}` with N > 1 starts one run across the job's N nodes (`hyperrestart run --nnodes N
+    --nproc-per-node <gpus>`): a `run` runner only, its node options set by the job, not by `args`."""
+    nodes = slurm.get("nodes", 1)
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+        raise HyperrestartError(f"{path}: slurm.nodes must be a whole number >= 1, got {nodes!r}")
+    gpus = slurm.get("gpus")
+    if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0):
+        raise HyperrestartError(f"{path}: slurm.gpus must be a whole number >= 0 (GPUs per node), got {gpus!r}")
+    if nodes == 1:
+        return
+    if runner != "run":
+        raise HyperrestartError(f"{path}: slurm.nodes {nodes}: only `runner: run` trains one run across nodes "
+                                f"(the {runner} runner runs on one node); use nodes: 1")
+    given = [a for a in args if a.split("=", 1)[0] in NODE_OPTIONS]
+    if given:
+        raise HyperrestartError(f"{path}: slurm.nodes {nodes}: the job sets each node's --nnodes, --nproc-per-node "
+                                f"(slurm.gpus, default 1), --rdzv-endpoint and --node-rank itself; drop "
+                                f"{', '.join(given)} from `args`")
 
 
 def _section(data, key, allowed, path):

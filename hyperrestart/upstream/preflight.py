@@ -57,10 +57,18 @@ def has_gpu() -> bool:
     return any(Path("/dev").glob("nvidia[0-9]*")) and os.environ.get("CUDA_VISIBLE_DEVICES", "x") != ""
 
 
-def check_processes(upstream, nproc, config):
-    """Refuse a process count the upstream cannot use; warn when it exceeds the CPU cores of a CPU-only machine."""
+def check_processes(upstream, nproc, config, layout=None):
+    """Refuse a process count the upstream cannot use; warn when it exceeds the CPU cores of a CPU-only machine.
+    layout: a run across nodes (nodes.Layout): its processes per node count here; the run folder is written from one
+    node only, so save_on_each_node is refused."""
     if nproc is not None and nproc < 1:
         raise HyperrestartError(f"--nproc {nproc}: give a process count >= 1")
+    if layout is not None:
+        registry.check_nproc(upstream, layout.nproc_per_node, layout.nnodes)
+        if layout.nnodes > 1 and config.get("save_on_each_node"):
+            raise HyperrestartError("save_on_each_node=true: across nodes the run folder is one shared folder "
+                                    "written by global rank 0 only; drop it (--set save_on_each_node=false)")
+        nproc = layout.nproc_per_node
     registry.check_nproc(upstream, nproc)
     cores = os.cpu_count() or 1
     if nproc and nproc > cores and (config.get("no_cuda") or not has_gpu()):
@@ -74,8 +82,9 @@ def warn_accumulation(config):
         print(ACCUMULATION_WARNING.format(steps=steps), file=sys.stderr)
 
 
-def preflight(resolved, spec, request):
-    """Refuse (one error listing every problem) before the run folder is touched or a process starts."""
+def preflight(resolved, spec, request, layout=None):
+    """Refuse (one error listing every problem) before the run folder is touched or a process starts.
+    layout: the run's nodes.Layout across nodes, or None on one node."""
     upstream, config = resolved.upstream, resolved.config
     arguments.check_config(config, spec, upstream, resolved.origin)
     ranges.check_ranges(config, resolved.origin, f"the {upstream.name} config")
@@ -84,4 +93,4 @@ def preflight(resolved, spec, request):
         raise HyperrestartError("\n  ".join([f"the {upstream.name} config names {len(problems)} path(s) that "
                                              f"cannot work; fix them in the config file or the --set values:"]
                                             + problems))
-    check_processes(upstream, request.nproc, config)
+    check_processes(upstream, request.nproc, config, layout)

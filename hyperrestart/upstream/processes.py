@@ -25,6 +25,11 @@ class Stopped(Exception):
 
 def _die_with_parent():  # runs in the child between fork and exec
     os.setsid()
+    parent_death_signal()
+
+
+def parent_death_signal():
+    """This process gets SIGTERM when its parent dies (Linux; elsewhere nothing); a preexec_fn."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):

@@ -96,14 +96,22 @@ def process_env(upstream: Upstream, tree: Path, base=None) -> dict:
 SINGLE_PROCESS = {"hyperformer"}
 
 
-def check_nproc(upstream: Upstream, nproc):
+def check_nproc(upstream: Upstream, nproc, nnodes=1):
+    if nnodes and nnodes > 1 and upstream.name in SINGLE_PROCESS:
+        raise HyperrestartError(f"--nnodes {nnodes}: {upstream.name} cannot train across nodes (it reads no "
+                                f"LOCAL_RANK and its transformers 3.5.1 hard-codes NCCL, so the processes would be "
+                                f"independent runs); run it on one process on one node")
     if nproc and nproc > 1 and upstream.name in SINGLE_PROCESS:
         raise HyperrestartError(f"--nproc {nproc}: {upstream.name} cannot train data-parallel (it reads no LOCAL_RANK, "
                                 f"so the processes would be independent runs); run it on one process")
 
 
-def command(upstream: Upstream, python, config_file, nproc=None):
+def command(upstream: Upstream, python, config_file, nproc=None, launcher=None):
+    """The trainer's command line: the script alone, or under torch.distributed.run for --nproc > 1 (standalone)
+    or with `launcher`, the torchrun options of a run across nodes (nodes.torchrun_args)."""
     check_nproc(upstream, nproc)
+    if launcher:
+        return [str(python), "-m", "torch.distributed.run", *launcher, upstream.script, str(config_file)]
     if nproc and nproc > 1:
         return [str(python), "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                 upstream.script, str(config_file)]

@@ -1,5 +1,7 @@
 """Repeating a run bit for bit: what a run folder records beside its config (seed, the environment that changes
-numerics, versions, the upstream tree), and `run --repeat RUN_DIR`, which reruns it and compares the results."""
+numerics, versions, the code), and `run --repeat RUN_DIR`, which reruns it and compares the results. The record's
+environment part, the comparison of results and the repeat's folder are shared with `p3 --repeat`
+(hyperrestart.p3.repeat)."""
 import csv
 import json
 import os
@@ -25,11 +27,29 @@ _VERSIONS = ("import json, platform, importlib.metadata as m\n"
 
 
 def versions(python) -> dict:
-    """Python's and the numerics-relevant packages' versions as `python` sees them (no import of torch: fast)."""
-    result = subprocess.run([str(python), "-c", _VERSIONS], capture_output=True, text=True)
+    """Python's and the numerics-relevant packages' versions as `python` sees them (no import of torch: fast); read
+    in this process when `python` is this interpreter, else by a probe that dies with this process."""
+    import contextlib
+    import io
+    from hyperrestart.upstream.processes import parent_death_signal
+    if Path(str(python)).resolve() == Path(sys.executable).resolve():
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            exec(_VERSIONS, {})  # noqa: S102 - the same snippet the probe runs
+        return json.loads(printed.getvalue())
+    try:
+        result = subprocess.run([str(python), "-c", _VERSIONS], capture_output=True, text=True, encoding="utf-8",
+                                timeout=120, preexec_fn=parent_death_signal)
+    except subprocess.TimeoutExpired:
+        return {"error": f"{python} did not print its versions within 120 s"}
+    except OSError as exc:
+        return {"error": f"{python}: {exc.strerror}"}
     if result.returncode != 0:
         return {"error": (result.stderr.strip().splitlines() or ["?"])[-1]}
-    return json.loads(result.stdout)
+    try:
+        return json.loads(result.stdout)
+    except ValueError:
+        return {"error": f"{python} printed no versions"}
 
 
 def machine() -> dict:
@@ -48,21 +68,28 @@ def upstream_tree(tree: Path) -> str:
         return f"unknown ({str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__})"
 
 
+def environment(env, python, code) -> dict:
+    """The part of a record beside how the run was asked for: the numerics variables (set or unset), the python and
+    its package versions, the machine, the code's identity (`code`: a tree hash), the command line."""
+    return {"env": {name: env.get(name) for name in NUMERIC_ENV}, "python": str(python), "versions": versions(python),
+            "machine": machine(), "upstream_tree": code, "argv": sys.argv}
+
+
+def write_record(output_dir: Path, data: dict) -> dict:
+    atomic_write_json(Path(output_dir) / RUN_RECORD, data, indent=2)
+    return data
+
+
 def record(output_dir: Path, request, resolved, env, python, tree, tiny_env):
     """Write RUN_RECORD: how the run was asked for, and everything beside the config that decides its numbers."""
-    data = {
+    return write_record(output_dir, {
         "about": "hyperrestart run's record of this run; `hyperrestart run --repeat RUN_DIR` repeats it",
-        "upstream": resolved.upstream.name, "config_file": str(Path(request.config).resolve()),
+        "kind": "run", "upstream": resolved.upstream.name, "config_file": str(Path(request.config).resolve()),
         "set": list(request.set), "tiny": bool(request.tiny), "tiny_env": bool(tiny_env), "nproc": request.nproc,
         "seed": resolved.config.get("seed", DEFAULT_SEED),
         "data_seed": resolved.config.get("data_seed"),
-        "env": {name: env.get(name) for name in NUMERIC_ENV},
-        "python": str(python), "versions": versions(python), "machine": machine(),
-        "upstream_tree": upstream_tree(tree),
-        "argv": sys.argv,
-    }
-    atomic_write_json(output_dir / RUN_RECORD, data, indent=2)
-    return data
+        **environment(env, python, upstream_tree(tree)),
+    })
 
 
 def load_record(run_dir: Path) -> dict:
@@ -71,7 +98,8 @@ def load_record(run_dir: Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise HyperrestartError(f"--repeat: {run_dir} holds no {RUN_RECORD} (a run folder written by `hyperrestart "
-                                f"run` since it records seed, threads and versions); nothing to repeat") from None
+                                f"run` or `hyperrestart p3` since they record seed, threads and versions); nothing to "
+                                "repeat") from None
     except ValueError as exc:
         raise HyperrestartError(f"--repeat: {path} is damaged ({exc}); it cannot be repeated") from None
 
@@ -110,7 +138,9 @@ def repeat_output_dir(run_dir: Path) -> Path:
 
 
 RESULT_FILES = ("eval_results.json", "test_results.json", "all_results.json", "train_results.json")
-VOLATILE = ("runtime", "per_second", "total_flos")  # timings differ between identical runs
+VOLATILE = ("runtime", "per_second", "total_flos", "elapsed_s", "tokens_per_s", "eval_seconds")  # timings differ
+# between identical runs
+P3_LOGS = ("train_log.csv", "eval_log.csv")  # the P3 runner's loss and lr per step, its Rouge-L per evaluation
 
 
 def _metrics(run_dir: Path) -> dict:
@@ -141,13 +171,28 @@ def _trace(run_dir: Path) -> list:
         return []
 
 
+def _csv_rows(path: Path) -> list:
+    """A CSV log's rows without the timing columns (VOLATILE)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            return [{k: v for k, v in row.items() if not any(t in k for t in VOLATILE)} for row in csv.DictReader(handle)]
+    except OSError:
+        return []
+
+
+def _predictions(run_dir: Path) -> dict:
+    """The P3 runner's eval predictions, {file name: bytes}."""
+    return {p.name: p.read_bytes() for p in sorted((run_dir / "eval").glob("*_predictions.jsonl"))}
+
+
 def compare(original: Path, repeat: Path) -> list:
-    """What differs between two runs' results: metrics files, the trainer's logged losses/lrs/evals, lr_trace.csv
-    (values compared exactly, as written). Empty when they are equal bit for bit."""
+    """What differs between two runs' results (values compared exactly, as written): an upstream run's metrics files,
+    the trainer's logged losses/lrs/evals and lr_trace.csv; a P3 run's train_log.csv (loss and lr per step),
+    eval_log.csv and eval predictions. Timings are left out. Empty when they are equal bit for bit."""
     found = []
     first, second = _metrics(original), _metrics(repeat)
-    if not first:
-        found.append(f"{original} has no metrics file to compare")
+    if not first and not _csv_rows(original / P3_LOGS[0]):
+        found.append(f"{original} has no metrics file or train_log.csv to compare")
     for key in sorted(set(first) | set(second)):
         if first.get(key) != second.get(key):
             found.append(f"{key}: {first.get(key)!r} vs {second.get(key)!r}")
@@ -157,6 +202,13 @@ def compare(original: Path, repeat: Path) -> list:
         found.append(f"trainer_state.json log_history differs from entry {step}")
     if _trace(original) != _trace(repeat):
         found.append("lr_trace.csv differs")
+    for name in P3_LOGS:
+        rows, again = _csv_rows(original / name), _csv_rows(repeat / name)
+        if rows != again:
+            step = next((a.get("step") for a, b in zip(rows, again) if a != b), f"row {min(len(rows), len(again))}")
+            found.append(f"{name} differs from step {step}")
+    first, second = _predictions(original), _predictions(repeat)
+    found += [f"eval/{name} differs" for name in sorted(set(first) | set(second)) if first.get(name) != second.get(name)]
     return found
 
 
@@ -170,6 +222,8 @@ def repeat_request(request):
         raise HyperrestartError("--repeat reruns a run with its own recorded settings; drop --set, --tiny and "
                                 "--resume (start a new run from its config to change something)")
     recorded = load_record(run_dir)
+    if recorded.get("kind") == "p3":
+        raise HyperrestartError(f"--repeat: {run_dir} is a P3 run; repeat it with `hyperrestart p3 --repeat {run_dir}`")
     if not (run_dir / RUN_CONFIG).is_file():
         raise HyperrestartError(f"--repeat: {run_dir / RUN_CONFIG} is missing; the run cannot be repeated")
     output_dir = request.output_dir or str(repeat_output_dir(run_dir))
@@ -186,5 +240,6 @@ def check_repeat(original: Path, repeat: Path):
     if found:
         raise HyperrestartError(f"the repeat in {repeat} differs from {original}: " + "; ".join(found[:6])
                                 + (f"; and {len(found) - 6} more" if len(found) > 6 else ""))
-    return (f"repeat:       equal to {original} bit for bit (metrics files, the trainer's log history, "
-            f"lr_trace.csv)")
+    what = ("train_log.csv's losses and lrs, eval_log.csv, the eval predictions" if (original / P3_LOGS[0]).is_file()
+            else "metrics files, the trainer's log history, lr_trace.csv")
+    return f"repeat:       equal to {original} bit for bit ({what})"

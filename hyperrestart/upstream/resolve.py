@@ -69,6 +69,12 @@ class RunRequest:
     verbose: bool = False
     quiet: bool = False
     repeat: str = None  # a run folder to repeat with its recorded settings (upstream/repeat.py)
+    # across nodes (upstream/nodes.py): N launchers of K processes meeting at HOST:PORT; node rank 0 owns the folder
+    nnodes: int = None
+    nproc_per_node: int = None
+    rdzv_endpoint: str = None
+    node_rank: int = None
+    rdzv_timeout: int = None
 
 
 def resolve(request, spec=None, upstream=None, config=None) -> Resolved:

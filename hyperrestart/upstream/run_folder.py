@@ -99,11 +99,15 @@ def made_by_hyperrestart(out: Path) -> bool:
     return read_marker(out) is not None or ((out / RUN_CONFIG).is_file() and (out / "train.log").is_file())
 
 
-def write_marker(out: Path, nproc, resumed=False):
+def write_marker(out: Path, nproc, resumed=False, nnodes=1):
+    """Claim `out`: who writes it (pid, host), since when, and the processes it trains on (nproc per node, nnodes,
+    world_size: a --resume must keep the world size, check_resume_processes)."""
     previous = read_marker(out) or {}
+    per_node = nproc or 1
+    world = previous.get("world_size", previous.get("nproc", per_node)) if resumed else per_node * nnodes
     atomic_write_json(out / MARKER, dict(previous, pid=os.getpid(), host=socket.gethostname(),
                                          started=previous.get("started") if resumed else _now(),
-                                         nproc=(nproc or 1) if not resumed else previous.get("nproc", nproc or 1),
+                                         nproc=per_node, nnodes=nnodes, world_size=world,
                                          **({"resumed": _now()} if resumed else {})))
 
 
@@ -138,11 +142,17 @@ def check_claim(args, resolved: Resolved):
                                 f"another --output-dir")
 
 
+def layout_counts(args, layout=None):
+    """(processes per node, nodes) of a run: --nproc-per-node and --nnodes (layout), else --nproc on one node."""
+    return (layout.nproc_per_node, layout.nnodes) if layout is not None else (args.nproc or 1, 1)
+
+
 @contextlib.contextmanager
-def claim(args, resolved: Resolved):
+def claim(args, resolved: Resolved, layout=None):
     """Prepare the run folder and hold its lock while the run writes it: check_claim, then under the lock (checked
     again there) delete the old run (--overwrite) and write the ownership marker. Yields the checkpoint a --resume
-    continues from (or None)."""
+    continues from (or None). layout: the run's nodes.Layout (None: one node, --nproc); only node rank 0's
+    launcher claims the folder."""
     check_claim(args, resolved)
     if resolved.output_dir is None:
         resolved.output_dir = default_output_dir(args, resolved.upstream)
@@ -153,31 +163,38 @@ def claim(args, resolved: Resolved):
         check_claim(args, resolved)
         checkpoint = None
         if args.resume:
-            checkpoint = resume_checkpoint(out, resolved, run_entries(out), args.nproc)
+            checkpoint = resume_checkpoint(out, resolved, run_entries(out), *layout_counts(args, layout))
         else:
             for entry in run_entries(out):  # --overwrite of a run check_claim proved ours
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry)
                 else:
                     entry.unlink()
-        write_marker(out, args.nproc, resumed=args.resume)
+        nproc, nnodes = layout_counts(args, layout)
+        write_marker(out, nproc, resumed=args.resume, nnodes=nnodes)
         yield checkpoint
 
 
-def check_resume_processes(out: Path, nproc):
-    """A --resume keeps the process count of the run (the global batch, and which examples each process sees)."""
-    recorded = (read_marker(out) or {}).get("nproc")
-    if recorded is not None and recorded != (nproc or 1):
-        raise HyperrestartError(f"--resume: the run in {out} trained on {recorded} process(es) and --nproc asks "
-                                f"for {nproc or 1}; a different count changes the global batch and which examples "
+def check_resume_processes(out: Path, nproc, nnodes=1):
+    """A --resume keeps the world size of the run (nodes x processes per node): the global batch, and which examples
+    each process sees. The layout may change (--nproc 2 resumes as --nnodes 2 --nproc-per-node 1): ranks, shards
+    and seeds follow the global rank only."""
+    marker = read_marker(out) or {}
+    recorded = marker.get("world_size", marker.get("nproc"))
+    asked = (nproc or 1) * nnodes
+    if recorded is not None and recorded != asked:
+        how = "--nproc" if nnodes == 1 else f"--nnodes {nnodes} --nproc-per-node {nproc or 1}"
+        raise HyperrestartError(f"--resume: the run in {out} trained on {recorded} process(es) and {how} asks "
+                                f"for {asked}; a different count changes the global batch and which examples "
                                 f"each process sees, so the resumed run would not continue the same training. "
-                                f"Resume with --nproc {recorded}")
+                                f"Resume with --nproc {recorded}, or --nnodes N --nproc-per-node K with N x K = "
+                                f"{recorded}")
 
 
-def resume_checkpoint(out: Path, resolved: Resolved, entries, nproc=None):
-    """The checkpoint an interrupted run in `out` continues from, after checking that it can."""
+def resume_checkpoint(out: Path, resolved: Resolved, entries, nproc=None, nnodes=1):
+    """The checkpoint an interrupted run in `out` continues from, after checking that it can (reads only)."""
     config = resolved.config
-    check_resume_processes(out, nproc)
+    check_resume_processes(out, nproc, nnodes)
     saved_file = out / RUN_CONFIG
     if not saved_file.is_file():
         raise HyperrestartError(f"--resume: {out} holds no run started by `hyperrestart run` ({RUN_CONFIG} "
@@ -221,6 +238,11 @@ def missing_results(out: Path, resolved: Resolved) -> list:
 def evaluates_only(checkpoint: Path, config) -> bool:
     """A --resume of a run killed during its final evaluation continues from the run folder itself."""
     return checkpoint is not None and Path(checkpoint) == Path(config["output_dir"])
+
+
+def trainer_config(config, checkpoint):
+    """The config the trainer runs: the resolved config, or for a --resume the one pointed at the checkpoint."""
+    return config if checkpoint is None else resume_config(config, checkpoint)
 
 
 def resume_config(config, checkpoint: Path):

@@ -329,10 +329,26 @@ def _build_model(out: Path):
         encoding="utf-8")
 
 
+def _build_model_in_child(out: Path):
+    """_build_model in a child python: torch and transformers are not left loaded in the caller, whose exit would
+    otherwise spend seconds unloading them, silently, after its last line."""
+    import subprocess
+    import sys
+    from hyperrestart.core.errors import HyperrestartError
+    from hyperrestart.core.paths import PROJECT_ROOT
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
+    result = subprocess.run([sys.executable, "-c", "import sys, pathlib; from hyperrestart.upstream.tiny import "
+                             "_build_model; _build_model(pathlib.Path(sys.argv[1]))", str(out)],
+                            env=env, capture_output=True, text=True, encoding="utf-8")
+    if result.returncode != 0:
+        raise HyperrestartError("generating the tiny random T5 failed: "
+                                + " | ".join(result.stderr.strip().splitlines()[-3:]))
+
+
 def tiny_model_dir(cache_dir=None) -> Path:
-    """Directory of the tiny random T5 (model + tokenizer, Hugging Face format); generated on first use, then cached
-    under <cache_dir() or cache_dir>/tiny/<MODEL_VERSION>."""
-    return _build_once(_tiny_root(cache_dir) / MODEL_VERSION, _build_model, "the tiny random T5")
+    """Directory of the tiny random T5 (model + tokenizer, Hugging Face format); generated on first use (in a child
+    python), then cached under <cache_dir() or cache_dir>/tiny/<MODEL_VERSION>."""
+    return _build_once(_tiny_root(cache_dir) / MODEL_VERSION, _build_model_in_child, "the tiny random T5")
 
 
 # --- the data -----------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.files import atomic_write_json
-from hyperrestart.upstream import arguments, lr_trace, processes, registry, repeat, run_folder
+from hyperrestart.upstream import arguments, lr_trace, nodes, processes, registry, repeat, run_folder
 from hyperrestart.upstream.processes import stop_with_launcher
 from hyperrestart.upstream.preflight import preflight, warn_accumulation
 from hyperrestart.upstream.resolve import resolve
@@ -159,9 +159,11 @@ def summarize(output_dir: Path, config, log_text=""):
 def run(request) -> int:
     """Train: resolve and check the config before anything slow (preflight: nothing is written when it refuses),
     claim the run folder (ownership marker, lock held while the run writes), run the upstream's script in its env
-    with progress, then summarise (lr trace, restarts, metrics, checkpoints). request: resolve.RunRequest."""
+    with progress, then summarise (lr trace, restarts, metrics, checkpoints). request: resolve.RunRequest.
+    Across nodes (--nnodes), node rank 0's launcher does all of that; the others only start their processes."""
     from hyperrestart.upstream.envs import python_for
     recorded = None
+    layout = nodes.layout(request)  # bad node options are refused first
     if request.repeat:
         request, recorded = repeat.repeat_request(request)
     if request.resume and not request.output_dir:
@@ -172,20 +174,64 @@ def run(request) -> int:
     python = Path(request.python) if request.python else python_for(upstream.name)
     spec = arguments.argument_spec(upstream, tree, python)
     resolved = resolve(request, spec, upstream, config)
-    preflight(resolved, spec, request)
-    with run_folder.claim(request, resolved) as checkpoint:
-        return _train_in_folder(request, resolved, checkpoint, tree, python, recorded)
+    preflight(resolved, spec, request, layout)
+    if layout is not None and not layout.owner:
+        return _train_on_node(request, resolved, layout, tree, python)
+    with run_folder.claim(request, resolved, layout) as checkpoint:
+        return _train_in_folder(request, resolved, checkpoint, tree, python, recorded, layout)
 
 
-def _train_in_folder(request, resolved, checkpoint, tree, python, recorded=None) -> int:
-    """recorded: the record of the run a --repeat repeats (upstream/repeat.py), else None."""
+def _launch(upstream, python, config_file, request, resolved, checkpoint, layout):
+    """The trainer's command: torchrun across nodes (its rendezvous id derived from the run folder and the config
+    the trainer runs), standalone torchrun for --nproc > 1 (or --nnodes 1 without an endpoint), else the script."""
+    if layout is None or layout.endpoint is None:  # one node: as --nproc K
+        return registry.command(upstream, python, config_file, layout.nproc_per_node if layout else request.nproc)
+    run_id = nodes.rendezvous_id(resolved.output_dir, run_folder.trainer_config(resolved.config, checkpoint),
+                                 layout.nnodes, layout.nproc_per_node)
+    return registry.command(upstream, python, config_file, launcher=nodes.torchrun_args(layout, run_id))
+
+
+def _train_on_node(request, resolved, layout, tree, python) -> int:
+    """A launcher of node rank > 0: start this node's processes, writing nothing into the run folder (the trainer's
+    global rank 0 and node rank 0's launcher write it). Its config, log and caches go to a folder of its own."""
+    import tempfile
+    upstream, out = resolved.upstream, resolved.output_dir
+    checkpoint = None
+    if request.resume:
+        run_folder.check_claim(request, resolved)
+        checkpoint = run_folder.resume_checkpoint(out, resolved, run_folder.run_entries(out), layout.nproc_per_node,
+                                                  layout.nnodes)
+    own = Path(tempfile.mkdtemp(prefix=f"hyperrestart-node{layout.node_rank}-"))
+    config_file = own / run_folder.RUN_CONFIG
+    atomic_write_json(config_file, run_folder.trainer_config(resolved.config, checkpoint), indent=4)
+    cmd = _launch(upstream, python, config_file, request, resolved, checkpoint, layout)
+    env = dict(run_env(upstream, tree, resolved.config, own, request.tiny), **nodes.trainer_env(layout))
+    log_path = own / "train.log"
+    mode = "verbose" if request.verbose else "quiet" if request.quiet else "default"
+    print(f"node {layout.node_rank} of {layout.nnodes}: joining the run in {out} at {layout.endpoint_text} "
+          f"(node 0's launcher writes the run folder; endpoint and node rank from {layout.source}):\n  "
+          f"{' '.join(cmd)}\nlog:          {log_path}", flush=True)
+    started = time.monotonic()
+    returncode, log_text = train(cmd, tree / upstream.workdir, env, log_path, mode, resolved.config.get("max_steps"))
+    print(f"node {layout.node_rank} finished in {time.monotonic() - started:.0f}s with exit code {returncode}; "
+          f"the run's results are in {out}")
+    if returncode != 0:
+        raise _failure(upstream, returncode, log_path, log_text, request, layout)
+    return 0
+
+
+def _train_in_folder(request, resolved, checkpoint, tree, python, recorded=None, layout=None) -> int:
+    """recorded: the record of the run a --repeat repeats (upstream/repeat.py), else None. layout: the run's
+    nodes.Layout when it spans nodes (this launcher is node rank 0), else None."""
     upstream = resolved.upstream
     config_file, header = write_run_config(resolved, checkpoint)
-    cmd = registry.command(upstream, python, config_file, request.nproc)
+    cmd = _launch(upstream, python, config_file, request, resolved, checkpoint, layout)
     output_dir = resolved.output_dir
     env = run_env(upstream, tree, resolved.config, output_dir, request.tiny or (recorded or {}).get("tiny_env"))
     if recorded:
         repeat.apply_env(env, recorded["env"])
+    if layout is not None:
+        env.update(nodes.trainer_env(layout))
     if checkpoint is None:
         made = repeat.record(output_dir, request, resolved, env, python, tree, request.tiny or recorded is not None
                              and recorded.get("tiny_env"))
@@ -199,6 +245,9 @@ def _train_in_folder(request, resolved, checkpoint, tree, python, recorded=None)
     if checkpoint is not None:
         origin = (" (training finished: evaluating the final model only)"
                   if run_folder.evaluates_only(checkpoint, resolved.config) else f" from {checkpoint.name}")
+    if layout is not None and layout.endpoint is not None:
+        origin += (f", node 0 of {layout.nnodes} (owns the run folder; the others join at {layout.endpoint_text}, "
+                   f"within {layout.timeout}s; endpoint and node rank from {layout.source})")
     print(f"running {upstream.name} in {tree / upstream.workdir}{origin}"
           + f":\n  {' '.join(cmd)}\nlog:          {log_path}" + ("" if request.verbose else " (--verbose streams it)"),
           flush=True)
@@ -216,10 +265,30 @@ def _train_in_folder(request, resolved, checkpoint, tree, python, recorded=None)
         if recorded:
             print(repeat.check_repeat(Path(request.repeat), output_dir))
     if returncode != 0:
-        excerpt = "" if request.verbose else failure_excerpt(log_text)
-        raise HyperrestartError(f"{upstream.script} exited with {returncode}; see {log_path}" + (
-            "\n  the failing process's last lines:\n    " + "\n    ".join(excerpt) if excerpt else ""))
+        raise _failure(upstream, returncode, log_path, log_text, request, layout)
     return 0
+
+
+MATCHING = ("start every node's `hyperrestart run` with the same CONFIG, --set values, --output-dir (one folder every "
+            "node sees), --nnodes, --nproc-per-node and --resume, node ranks 0..{last} once each (the rendezvous id is "
+            "derived from them)")
+
+
+def _failure(upstream, returncode, log_path, log_text, request, layout=None):
+    """The error for a failed trainer: the other nodes never joined (rendezvous timeout), the launcher hosting the
+    rendezvous stopped before they did (connection lost), or the failing process's last lines."""
+    if layout is not None and layout.endpoint is not None:
+        matching = MATCHING.format(last=layout.nnodes - 1)
+        if "RendezvousTimeoutError" in log_text:
+            return HyperrestartError(f"the other node(s) did not join the run at {layout.endpoint_text} within "
+                                     f"{layout.timeout}s (--rdzv-timeout); {matching}; log: {log_path}")
+        if "RendezvousConnectionError" in log_text:
+            return HyperrestartError(f"lost the rendezvous at {layout.endpoint_text}: the launcher hosting it (the "
+                                     f"first to start there) stopped before the other node(s) joined this run; "
+                                     f"{matching}; log: {log_path}")
+    excerpt = "" if request.verbose else failure_excerpt(log_text)
+    return HyperrestartError(f"{upstream.script} exited with {returncode}; see {log_path}" + (
+        "\n  the failing process's last lines:\n    " + "\n    ".join(excerpt) if excerpt else ""))
 
 
 LAUNCHER_ERRORS = ("ChildFailedError", "torch.distributed.elastic", "torch/distributed/run.py")

@@ -11,6 +11,7 @@ from hyperrestart.vendor.state import STATE_FILE, DamagedStateError, read_state,
 from hyperrestart.core.files import file_sha256
 from hyperrestart.core.errors import HyperrestartError, LocalChangesError
 from hyperrestart.core.locks import RefusingLock
+from hyperrestart.core.progress import Heartbeat
 from hyperrestart.vendor.sources import cached_commit
 
 TMP_PREFIX = ".hyperrestart-tmp-"
@@ -243,6 +244,8 @@ def materialise_one(lock, name, dest: Path, profile, *, force=False, overrides=N
         try:
             started = time.monotonic()
             owned.make_scratch(scratch)
+            log(f"{name}: applying {len(inputs.patches)} patch(es) + {len(inputs.overlay)} overlay file(s), then "
+                "verifying the tree")
             result = build_tree(cache, inputs, scratch, log=log)
             if result != expected:
                 raise HyperrestartError(f"{name} ({profile}): built tree {result} but vendor.lock expects {expected}; "
@@ -292,11 +295,16 @@ def swap_into_place(dest: Path, scratch: Path, tree: Path, force=False, log=prin
 
 
 def materialise(lock, names, dest, profile, **kwargs):
+    """Materialise each upstream of `names`; never more than a few seconds without a line (core.progress)."""
     dest = checked_destination(dest)
-    log = kwargs.get("log", print)
+    log = kwargs.pop("log", print)
     results = {}
     with DestinationLock(dest):
         recover(dest, log=log)
         for name in names:
-            results[name] = materialise_one(lock, name, dest, profile, **kwargs)
+            with Heartbeat(lambda seconds, name=name: log(f"  still materialising {name} ({seconds:.0f}s)")) as beat:
+                def said(text, beat=beat):
+                    log(text)
+                    beat.touch()
+                results[name] = materialise_one(lock, name, dest, profile, log=said, **kwargs)
     return results

@@ -112,10 +112,14 @@ class StepDiagnostics(object):
 
     def on_gradients(self):
         """The gradients of the step are final (before clipping): their norms, g . dtheta, a parameter snapshot."""
-        present = [(i, p.grad) for i, p in enumerate(self.params) if p.grad is not None]
-        norms = torch.zeros(len(self.params), dtype=torch.float32, device=self.previous[0].device)
-        if present:
-            norms[[i for i, _ in present]] = _norms([g for _, g in present]).to(norms)
+        grads = [p.grad for p in self.params]
+        if all(g is not None for g in grads):  # the usual case: one fused norm, no scatter
+            norms = _norms(grads).to(self.previous[0].device)
+        else:
+            present = [(i, g) for i, g in enumerate(grads) if g is not None]
+            norms = torch.zeros(len(self.params), dtype=torch.float32, device=self.previous[0].device)
+            if present:
+                norms[[i for i, _ in present]] = _norms([g for _, g in present]).to(norms)
         self._grad_norms = [_total(norms[a:b]) for a, b in self.bounds]
         self._dots = [None] * len(self.spaces)
         if self.need_dot and self.has_update:  # previous = -(last update)

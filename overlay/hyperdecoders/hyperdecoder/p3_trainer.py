@@ -26,7 +26,7 @@ counts are over all processes. Checkpoints resume exactly: model, optimizer, sch
 Logs: OUTPUT_DIR/train_log.csv, eval_log.csv, eval/step_N.json(l), TensorBoard; wandb only with --report_to wandb.
 
 This file is the entry script; the runner's parts are the package p3_runner/ beside it (arguments, schedules, data,
-model, checkpoints, evaluation, logs, train). `python p3_trainer.py --help` lists the options.
+model, checkpoints, evaluation, logs, train, batching, mixing). `python p3_trainer.py --help` lists the options.
 """
 import logging
 import sys

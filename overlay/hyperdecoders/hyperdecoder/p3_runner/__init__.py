@@ -4,7 +4,9 @@ arguments   the options: ModelArguments / DataArguments / P3TrainingArguments re
 schedules   the lr schedule (the restart scheduler's one name table, transformers' schedules)
 distributed the processes (torchrun/DDP) and their all-reduce
 lifeline    every process dies with the one that started it (parent-death signal)
-data        prepared P3 -> tokenized splits, length-grouped global batches, collation
+data        prepared P3 -> tokenized splits, the train stream (epochs or T0 mixing), collation
+batching    which rows form each global batch: every row once per epoch, or T0's mixture; length-grouped
+mixing      T0's examples-proportional sampler and the checks of a manifest's mixing rates
 model       T5 or hyperdecoders' adapter T5, the optimizer
 checkpoints checkpoint folders, RNG states, exact resume
 resume_changes  what a resume may change (--resume_allowed_changes; PBT exploits)

@@ -43,6 +43,9 @@ class DataArguments:
     max_target_length: int = field(default=32)
     eval_split: str = field(default="validation")
     max_eval_samples: Optional[int] = field(default=None)
+    mixing: Literal["auto", "rates", "off"] = field(default="auto", metadata=_help(
+        "auto: T0's examples-proportional mixing when DATA_DIR/manifest.json records mixing rates (prepare-p3 "
+        "--caps-as mixing-rates), else epochs over every row; rates: require the rates; off: epochs over every row"))
 
 
 @dataclass

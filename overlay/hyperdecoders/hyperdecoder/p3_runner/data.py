@@ -1,9 +1,15 @@
-"""The prepared P3 folder -> tokenized splits; one epoch's length-grouped global batches; this process's collated
-micro-batches of each optimizer step (from any position, for exact resume)."""
+"""The prepared P3 folder -> tokenized splits; where each epoch's global batches come from (every row once, or T0's
+mixture); this process's collated micro-batches of each optimizer step (from any position, for exact resume)."""
+import hashlib
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
+
+from .batching import epoch_batches, mixture_epoch  # noqa: F401 - the runner's batch order, re-exported
+from .mixing import block_steps_for, check_rates, declared_rates
 
 
 def load_data(args, tokenizer):
@@ -47,22 +53,64 @@ def load_data(args, tokenizer):
     return out
 
 
-def epoch_batches(lengths, batch_size, epoch, seed, group_by_length, group_size):
-    """One epoch's global batches (lists of `batch_size` row indices; an incomplete last one is dropped): a seeded
-    permutation, cut into megabatches of `group_size` batches each sorted by length (so a batch holds similar
-    lengths), batch order shuffled again. The same for any number of processes."""
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(lengths))
-    if group_by_length:
-        mega = batch_size * group_size
-        order = np.concatenate([chunk[np.argsort(-lengths[chunk], kind="stable")]
-                                for chunk in np.array_split(order, max(1, math.ceil(len(order) / mega)))])
-    batches = [order[i:i + batch_size].tolist() for i in range(0, len(order) - batch_size + 1, batch_size)]
-    if not batches:
-        raise SystemExit(f"train split has {len(lengths)} rows: fewer than one global batch of {batch_size}")
-    if group_by_length:
-        batches = [batches[i] for i in rng.permutation(len(batches))]
-    return batches
+MANIFEST = "manifest.json"
+
+
+class TrainStream:
+    """Where each epoch's global batches come from. Epochs: every train row once per epoch (epoch_batches). T0
+    mixing (--mixing rates, or auto when the data folder's manifest records mixing_rates): an epoch is sum(rates)
+    rows drawn in proportion to the rates (mixture_epoch). `describe` names the stream; a checkpoint records it."""
+
+    def __init__(self, args, train):
+        self.args = args
+        self.lengths = np.asarray(train["source_length"])
+        names, codes = task_codes(train) if args.mixing != "off" else ([], None)
+        self.rates = None if args.mixing == "off" else mixing_rates(args, names, codes)
+        if self.rates is None:
+            self.describe = "epochs: every train row once per epoch"
+            return
+        self.task_rows = {task: np.flatnonzero(codes == names.index(task)) for task in self.rates}
+        digest = hashlib.sha256(json.dumps(sorted(self.rates.items())).encode()).hexdigest()[:12]
+        self.describe = (f"T0 mixing: {len(self.rates)} tasks, rates sha256 {digest}, "
+                         f"{block_steps_for(self.rates, args.train_batch_size)} global batches per epoch")
+
+    def batches(self, epoch):
+        args = self.args
+        if self.rates is None:
+            return epoch_batches(self.lengths, args.train_batch_size, epoch, args.seed, args.group_by_length,
+                                 args.length_group_size)
+        return mixture_epoch(self.lengths, self.task_rows, self.rates, args.train_batch_size, epoch, args.seed,
+                             args.group_by_length, args.length_group_size)
+
+
+def task_codes(train):
+    """(task names, each row's index into them) of a split, through Arrow (no python string per row: P3 has
+    millions of rows)."""
+    column = train.with_format("arrow")["task"]
+    column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    encoded = column.dictionary_encode()
+    return encoded.dictionary.to_pylist(), encoded.indices.to_numpy(zero_copy_only=False)
+
+
+def mixing_rates(args, names, codes):
+    """{task: rate} when the run mixes (--mixing rates, or auto and DATA/manifest.json records rates), else None;
+    the rates checked against the train rows of each task (names, codes: task_codes; one line naming what is
+    wrong)."""
+    path = Path(args.data_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        manifest = {}
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"{path}: cannot read it as JSON ({exc}); prepare the data again with hyperrestart prepare-p3")
+    try:
+        rates = declared_rates(manifest, args.mixing, path)
+        if rates is None:
+            return None
+        counts = np.bincount(codes, minlength=len(names))
+        return check_rates(rates, dict(zip(names, counts.tolist())), path)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 class Batches(torch.utils.data.Dataset):

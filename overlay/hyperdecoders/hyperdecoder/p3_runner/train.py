@@ -4,12 +4,11 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .arguments import parse_args
 from .checkpoints import detect_checkpoint, restore, save_checkpoint, unwrap
-from .data import Batches, epoch_batches, load_data
+from .data import Batches, TrainStream, load_data
 from .distributed import Dist, NullContext
 from .evaluation import evaluate
 from .logs import EVAL_LOG_FIELDS, TRAIN_LOG_FIELDS, CsvLog, make_reporters, truncate_csv, write_run_config
@@ -39,8 +38,10 @@ def main(argv=None):
     checkpoint = detect_checkpoint(run.args)
     load_tokenizer_and_data(run)
     load_model_and_optimizer(run, checkpoint)
+    run.state["data_stream"] = run.stream.describe
     if checkpoint:
         run.state = restore(checkpoint, run.optimizer, run.scheduler, run.dist.rank, run.args)
+        check_stream(checkpoint, run.state, run.stream)
     open_logs(run)
     make_diagnostics(run, checkpoint)
     if run.state["step"] == 0 and run.args.eval_at_start:
@@ -73,18 +74,30 @@ def autocast(run):
 
 def load_tokenizer_and_data(run):
     """Seed everything, then the tokenizer and the tokenized train and eval splits."""
+    args = run.args
+    logger.info("loading the tokenizer and data (%s)", args.data_dir)
     from transformers import AutoTokenizer, set_seed
 
-    args = run.args
     set_seed(args.seed)
     run.tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name or args.model_name_or_path)
     data = load_data(args, run.tokenizer)
     run.train, run.evalset = data["train"], data.get(args.eval_split)
+    run.stream = TrainStream(args, run.train)
+    logger.info("training data: %s", run.stream.describe)
+
+
+def check_stream(checkpoint, state, stream):
+    """A resume continues the stream its checkpoint was cut from (same data, same --mixing), or stops in one line."""
+    saved = state.setdefault("data_stream", "epochs: every train row once per epoch")  # older checkpoints: epochs
+    if saved != stream.describe:
+        raise SystemExit(f"{checkpoint} was saved training on [{saved}], but this run would train on "
+                         f"[{stream.describe}]; resume with the same data and --mixing, or start a new --output_dir")
 
 
 def load_model_and_optimizer(run, checkpoint):
     """The model (from the checkpoint when resuming), wrapped in DDP under several processes; optimizer, scheduler."""
     args = run.args
+    logger.info("loading the model (%s)", checkpoint or args.model_name_or_path)
     tasks = set(run.train.unique("task")) | (set(run.evalset.unique("task")) if run.evalset is not None else set())
     model = load_model(args, str(checkpoint or args.model_name_or_path), run.tokenizer, sorted(tasks))
     model = model.to(run.device)
@@ -128,6 +141,7 @@ def make_diagnostics(run, checkpoint):
 def run_evaluation(run, step):
     """Rank 0 evaluates (eval_log.csv, reporters, one log line); every process waits for it."""
     if run.evalset is not None and run.dist.main:
+        logger.info("step %d: evaluating (%d examples)", step, len(run.evalset))
         result = evaluate(run.args, run.model, run.tokenizer, run.evalset, run.device, lambda: autocast(run), step)
         run.eval_log.write(result)
         for report in run.reporters:
@@ -138,13 +152,12 @@ def run_evaluation(run, step):
 
 
 def step_batches(run):
-    """This process's micro-batches of each optimizer step, epoch after epoch, from the saved data position."""
+    """This process's micro-batches of each optimizer step, epoch after epoch (under mixing: block after block of the
+    mixture), from the saved data position."""
     args, state = run.args, run.state
-    lengths = np.asarray(run.train["source_length"])
     pad_multiple = 8 if run.device.type == "cuda" else 1
     while True:
-        batches = epoch_batches(lengths, args.train_batch_size, state["epoch"], args.seed, args.group_by_length,
-                                args.length_group_size)
+        batches = run.stream.batches(state["epoch"])
         loader = torch.utils.data.DataLoader(
             Batches(run.train, batches, state["batch_in_epoch"], args.batch_layout, run.dist.rank,
                     run.tokenizer.pad_token_id, pad_multiple),
@@ -245,6 +258,7 @@ def train(run):
 def save_final_model(run):
     """OUTPUT_DIR/final_model once the run reached --max_steps (rank 0)."""
     if run.dist.main and run.state["step"] >= run.args.max_steps:
+        logger.info("saving the final model (%s)", run.output_dir / "final_model")
         unwrap(run.model).save_pretrained(run.output_dir / "final_model", safe_serialization=True)
         run.tokenizer.save_pretrained(run.output_dir / "final_model")
 
