@@ -215,6 +215,10 @@ def test_a_second_search_into_the_same_output_root_is_refused(tmp_path, capsys):
     assert cli_main(["tune", "sweeps/tune_tiny.yaml", "--tiny", "--output-root", str(other)]) == 1
     assert "is not empty; a search writes its trial folders into a new or empty folder" in capsys.readouterr().err
     assert [p.name for p in other.iterdir()] == ["notes.txt"]  # untouched
+    assert cli_main(["tune", "sweeps/tune_tiny.yaml", "--tiny", "--output-root", str(tmp_path / "new"),
+                     "--nproc", "3", "--cpus", "2"]) == 1
+    assert "--nproc 3 asks more CPUs per trial than the local Ray has (2, --cpus)" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
 
 
 

@@ -42,6 +42,9 @@ def run_tune(args):
                                 f"; a search writes its trial folders into a new or empty folder")
     if args.nproc < 1:
         raise HyperrestartError(f"--nproc {args.nproc}: a trial needs at least one process")
+    if not args.address and args.nproc > (args.cpus or os.cpu_count()):
+        raise HyperrestartError(f"--nproc {args.nproc} asks more CPUs per trial than the local Ray has "
+                                f"({args.cpus or os.cpu_count()}, --cpus); no trial could start")
     if args.tiny:
         tiny_p3_environment()
     fixed = expand_env(spec.fixed, f"{spec.path}")
