@@ -20,6 +20,7 @@ TRAIN = [
     "hessian-eigenthings==1.0.0a5",  # `analyse hessian`: Lanczos, Hutchinson, SLQ (why not curvlinops: analysis/hessian.py)
 ]
 CLUSTER = ["submitit>=1.5", "PyYAML>=6"]
+TUNE = ["ray[tune]==2.60.0", "optuna==5.0.0"]  # `hyperrestart tune`: Ray Tune (ASHA, PBT), Optuna TPE via OptunaSearch
 TEST = ["pytest>=8", "pytest-xdist>=3"]
 
 setup(
@@ -31,6 +32,6 @@ setup(
     packages=find_packages(include=["hyperrestart", "hyperrestart.*"]),
     package_data={"hyperrestart.p3": ["P3_tasks.txt"], "hyperrestart.upstream": ["*.json"], "hyperrestart.report": ["*.json"]},
     install_requires=["unidiff>=0.7", "tqdm>=4"],
-    extras_require={"train": TRAIN, "cluster": CLUSTER, "test": TEST, "all": TRAIN + CLUSTER + TEST},
+    extras_require={"train": TRAIN, "cluster": CLUSTER, "tune": TUNE, "test": TEST, "all": TRAIN + CLUSTER + TUNE + TEST},
     entry_points={"console_scripts": ["hyperrestart=hyperrestart.cli:console_main"]},
 )

@@ -8,7 +8,7 @@ import sys
 from hyperrestart.core.errors import HyperrestartError
 
 # Modules under hyperrestart.commands; each defines register(subparsers) adding its verbs with func=callable(args)->int.
-COMMAND_MODULES = ["vendor", "env", "run", "plot_lr", "prepare_p3", "p3", "sweep", "report", "analyse"]
+COMMAND_MODULES = ["vendor", "env", "run", "plot_lr", "prepare_p3", "p3", "sweep", "tune", "report", "analyse"]
 
 
 def build_parser(prog="hyperrestart", modules=COMMAND_MODULES):

@@ -8,7 +8,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "hyperrestart"
 OVERLAY = PACKAGE.parent / "overlay"
-ROOMS = ("core", "vendor", "upstream", "p3", "sweep", "report", "analysis", "commands")
+ROOMS = ("core", "vendor", "upstream", "p3", "sweep", "tune", "report", "analysis", "commands")
 
 
 def sources(root=PACKAGE):

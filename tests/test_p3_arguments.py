@@ -115,10 +115,11 @@ def test_the_script_refuses_an_unknown_key_in_one_line(tmp_path):
 def test_runner_option_kinds_are_the_dataclass_fields():
     kinds = runner_option_kinds()
     fields = set(arguments_module().option_fields())
-    assert set(kinds) == fields and "config" not in kinds and len(kinds) == 66  # 52 + the 13 restart-family, scope and diagnostics options + mixing
+    assert set(kinds) == fields and "config" not in kinds and len(kinds) == 67  # 52 + 13 restart-family, scope, diagnostics + mixing + resume_allowed_changes
     assert kinds["learning_rate"] == {"float"} and kinds["max_steps"] == {"int"}
     assert kinds["stop_at_step"] == {"int", "null"} and kinds["tf32"] == {"bool"}
     assert kinds["model"] == {"str"} and kinds["data_dir"] == {"null", "str"}
+    assert kinds["resume_allowed_changes"] == {"null", "str"}
     # every option the runner's parser takes (besides --config and --help) is a field, and the other way round
     parser = runner_module().build_parser()
     flags = set(re.findall(r"\[--([a-z0-9_]+)", parser.format_usage())) - {"config"}

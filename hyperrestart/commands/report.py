@@ -58,5 +58,7 @@ def run(args):
                  "loss_curves.png", "loss_curves.csv", "curvature.png", "curvature.csv"]
         written = [n for n in names if (Path(args.out) / n).exists()]  # a figure with no curve data is not drawn
         written += sorted(p.name for p in Path(args.out).glob("diagnostics_*.png"))
+        written += sorted(p.name for p in Path(args.out).glob("search*.png")) + \
+            (["search.csv"] if (Path(args.out) / "search.csv").exists() else [])
         print(f"\nwritten in {args.out}: {', '.join(written)}")
     return 0

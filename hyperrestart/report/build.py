@@ -10,6 +10,7 @@ from hyperrestart.report.evidence import arm_evidence, evidence_csv, evidence_ma
 from hyperrestart.report.figures import plot_curves, plot_diagnostics
 from hyperrestart.report.paper import paper_markdown
 from hyperrestart.report.runs import AVERAGE, P3_METRIC, choose_split, exclude_non_finite, load_runs
+from hyperrestart.report import search
 from hyperrestart.report.tables import markdown_table, runs_csv, table_csv
 
 # --- entry point ------------------------------------------------------------------------------------------------
@@ -21,6 +22,7 @@ def build_report(paths, out=None, published=None, split=None, select="last", dig
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
     skipped = []
     results = load_runs(paths, select, include_unfinished, warn, skipped)
+    results, stopped = _set_aside_stopped(results)
     spec_report = next((r.report for r in results if r.report), {})
     results, split = choose_split(results, split or spec_report.get("split") or "auto", warn, skipped)
     results = exclude_non_finite(results, warn, skipped)
@@ -37,12 +39,18 @@ def build_report(paths, out=None, published=None, split=None, select="last", dig
     notes.insert(0, f"scores: the {split} split of every run (from {', '.join(sources)})")
     if skipped:
         notes.append(f"{len(skipped)} run(s) skipped (see the warnings): {', '.join(skipped)}")
+    if stopped:
+        notes.append(f"{len(stopped)} trial(s) stopped early by the search's scheduler, not in the table (see the "
+                     f"search below): {', '.join(stopped)}")
     title = title or spec_report.get("title") or (published_data or {}).get("title")
     markdown = markdown_table(columns, rows, digits, title, show_published=published_data is not None, notes=notes)
     main_column = P3_METRIC if P3_METRIC in columns else AVERAGE
     found = arm_evidence(rows, main_column)
     if found:
         markdown += "\n" + evidence_markdown(found, main_column, digits)
+    searches = [(root, record, search.trials(root, record)) for root, record in search.search_roots(paths)]
+    for root, record, trials in searches:
+        markdown += "\n" + search.search_markdown(root, record, trials, digits)
     if published_data:
         markdown += "\n" + paper_markdown(published_data)
     bands = curvature.arm_bands(rows, warn)
@@ -63,9 +71,23 @@ def build_report(paths, out=None, published=None, split=None, select="last", dig
             plot_diagnostics(rows, out)
             if bands:
                 curvature.draw(rows, bands, out / curvature.FIGURE, title)
+            for root, record, trials in searches:
+                name = "search_scores.png" if len(searches) == 1 else f"search_scores_{record['name']}.png"
+                search.plot_search(record, trials, out / name)
         if bands:
             atomic_write_text(out / "curvature.csv", curvature.section_csv(bands))
     return markdown
+
+
+def _set_aside_stopped(results):
+    """(runs for the table, names of search trials stopped early): a trial scored after fewer steps is no row of a
+    table of finished runs; the search section lists it."""
+    kept = [r for r in results if "stopped_early_at" not in r.extra]
+    stopped = [r.name for r in results if "stopped_early_at" in r.extra]
+    if not kept:
+        raise HyperrestartError("every run was stopped early by its search's scheduler; nothing finished to "
+                                "tabulate")
+    return kept, stopped
 
 
 def published_report(table, out=None):

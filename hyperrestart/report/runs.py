@@ -30,6 +30,7 @@ from pathlib import Path
 
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.sweep.jobs import COMPLETE_MARKER, RUN_INFO
+from hyperrestart.tune.trial import STOPPED_MARKER
 
 P3_METRIC = "Rouge-L"
 AVERAGE = "Avg"
@@ -251,8 +252,11 @@ def load_run(run_dir, select="last", warn=print):
             if isinstance(data, dict):
                 args = data.get("args") if isinstance(data.get("args"), dict) else {}
                 seed = data.get("seed", args.get("seed"))
+    stopped = (run_dir / STOPPED_MARKER).exists()  # a search trial its scheduler stopped early: done, not failed
+    if stopped:
+        extra["stopped_early_at"] = extra.get("step")
     return RunResult(run_dir, name, arm, seed, info.get("labels", {}), info.get("report") or {},
-                     int(info.get("index", 10 ** 6)), (run_dir / COMPLETE_MARKER).exists() or not info,
+                     int(info.get("index", 10 ** 6)), (run_dir / COMPLETE_MARKER).exists() or stopped or not info,
                      kind, splits, extra, curves)
 
 

@@ -9,6 +9,7 @@ batching    which rows form each global batch: every row once per epoch, or T0's
 mixing      T0's examples-proportional sampler and the checks of a manifest's mixing rates
 model       T5 or hyperdecoders' adapter T5, the optimizer
 checkpoints checkpoint folders, RNG states, exact resume
+resume_changes  what a resume may change (--resume_allowed_changes; PBT exploits)
 evaluation  greedy generation and the paper's Rouge-L
 logs        train/eval CSV logs, run_config.json, TensorBoard / wandb
 train       main(): the named steps of a run, and the training loop

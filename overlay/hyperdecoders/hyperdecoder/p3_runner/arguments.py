@@ -114,6 +114,10 @@ class P3TrainingArguments:
     save_total_limit: int = field(default=2)
     resume: Literal["auto", "never"] = field(default="auto", metadata=_help(
         "auto: continue from the newest checkpoint in output_dir"))
+    resume_allowed_changes: Optional[str] = field(default=None, metadata=_help(
+        "comma list of settings that may differ from the checkpoint's on resume (of learning_rate, eta_min, "
+        "weight_decay; e.g. a PBT exploit); every other difference is refused; 'none': refuse any; default: not "
+        "compared"))
     logging_steps: int = field(default=10, metadata=_help(
         "TensorBoard/wandb/tqdm interval (the CSV gets every step)"))
     report_to: str = field(default="tensorboard", metadata=_help(
@@ -223,6 +227,9 @@ def complete(args):
         if not getattr(args, required):
             raise ValueError(f"--{required} is required (on the command line or in --config)")
     args.lr_scheduler = canonical_name(args.lr_scheduler)
+    from .resume_changes import parse_allowed
+
+    parse_allowed(args.resume_allowed_changes)  # a key the runner cannot change is refused before anything loads
     if args.paper_optimizer_pairing:
         args.optimizer = "adamw" if is_restart(args.lr_scheduler) else "adafactor"
     if args.scheduler_step_unit < 1:

@@ -72,12 +72,26 @@ def detect_checkpoint(args):
     return found[-1] if found else None
 
 
-def restore(checkpoint, optimizer, scheduler, rank):
+def restore(checkpoint, optimizer, scheduler, rank, args=None):
     """Load the optimizer, scheduler and this process's RNG states of `checkpoint`; returns its training state
-    (step, epoch, batch_in_epoch, scheduler_steps)."""
+    (step, epoch, batch_in_epoch, scheduler_steps). With --resume_allowed_changes (args), settings that differ from
+    the checkpoint's are refused unless allowed; allowed ones drive the schedule and optimizer from here on."""
+    from . import resume_changes
+
     saved = torch.load(checkpoint / "trainer_state.pt", map_location="cpu", weights_only=False)
+    allowed = resume_changes.parse_allowed(getattr(args, "resume_allowed_changes", None))
+    changed = resume_changes.changed_settings(saved.get("args", {}), vars(args)) if allowed is not None else {}
+    problem = resume_changes.refusal(changed, allowed or ())
+    if problem:
+        raise SystemExit(f"p3_trainer: error: {problem}")
+    groups, fresh = resume_changes.fresh_settings(optimizer, scheduler)
     optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
+    scheduler.load_state_dict(resume_changes.scheduler_state(saved["scheduler"], fresh) if changed
+                              else saved["scheduler"])
+    if changed:
+        resume_changes.take_over(optimizer, scheduler, groups)
+        logger.info("resumed with changed settings: %s", ", ".join(f"{k} {old!r} -> {new!r}"
+                                                                    for k, (old, new) in changed.items()))
     set_rng_state(saved["rng"][rank] if len(saved["rng"]) > rank else saved["rng"][0])
     logger.info("resumed from %s at step %d", checkpoint, saved["state"]["step"])
     return saved["state"]

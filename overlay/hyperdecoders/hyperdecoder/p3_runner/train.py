@@ -40,7 +40,7 @@ def main(argv=None):
     load_model_and_optimizer(run, checkpoint)
     run.state["data_stream"] = run.stream.describe
     if checkpoint:
-        run.state = restore(checkpoint, run.optimizer, run.scheduler, run.dist.rank)
+        run.state = restore(checkpoint, run.optimizer, run.scheduler, run.dist.rank, run.args)
         check_stream(checkpoint, run.state, run.stream)
     open_logs(run)
     make_diagnostics(run, checkpoint)

@@ -1,0 +1,2 @@
+"""Hyperparameter search over runs (`hyperrestart tune`): a tune spec, Ray Tune's searchers and schedulers, one
+run folder per trial."""
