@@ -22,6 +22,7 @@ def glue_dir(tiny_cache):
     return tiny.tiny_glue_dir(tiny_cache)
 
 
+@pytest.mark.slow  # generates the tiny T5 in a fresh cache (~14 s); every tiny training run in -m slow loads it too
 def test_model_files_are_readable_by_old_and_new_transformers(model_dir):
     for name in ("config.json", "spiece.model", "pytorch_model.bin", "model.safetensors", "tokenizer_config.json",
                  "special_tokens_map.json"):
@@ -33,6 +34,7 @@ def test_model_files_are_readable_by_old_and_new_transformers(model_dir):
     assert config["pad_token_id"] == 0 and config["eos_token_id"] == 1 and config["decoder_start_token_id"] == 0
 
 
+@pytest.mark.slow
 def test_tokenizer_round_trip_offline(model_dir):
     from transformers import AutoTokenizer, T5Tokenizer
     text = "the happy cat sees the dog in the park today ."
@@ -46,6 +48,7 @@ def test_tokenizer_round_trip_offline(model_dir):
         assert 500 <= len(tokenizer) <= 1200
 
 
+@pytest.mark.slow  # needs the generated tiny T5 (~14 s)
 def test_forward_pass_gives_finite_loss(model_dir):
     import torch
     from transformers import AutoTokenizer, T5ForConditionalGeneration
@@ -113,6 +116,7 @@ def test_labels_follow_the_text(glue_dir):
         assert ("does not" in row["hypothesis"]) == (row["label"] == 2)
 
 
+@pytest.mark.slow  # needs the generated tiny T5 (~14 s)
 def test_second_call_is_cached_not_rebuilt(tiny_cache, model_dir, glue_dir, monkeypatch):
     def refuse(*_):
         raise AssertionError("rebuilt")
