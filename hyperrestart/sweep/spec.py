@@ -180,6 +180,22 @@ class Sweep:
         return self.runs[index]
 
 
+def base_of(data, path):
+    """A spec's base: (the config file, the runner args as a list, the `set` overrides), each checked."""
+    if "config" not in data:
+        raise HyperrestartError(f"{path}: `config` (the base JSON config) is missing")
+    config = _resolve_config(data["config"], path, "config")
+    args = data.get("args") or []
+    if isinstance(args, str):
+        args = shlex.split(args)
+    if not isinstance(args, list):
+        raise HyperrestartError(f"{path}: `args` must be a list of runner arguments, got {args!r}")
+    fixed = data.get("set") or {}
+    if not isinstance(fixed, dict):
+        raise HyperrestartError(f"{path}: `set` must be a mapping of overrides, got {fixed!r}")
+    return config, args, fixed
+
+
 def _resolve_config(value, spec_path, where):
     if not isinstance(value, str) or not value:
         raise HyperrestartError(f"{spec_path}: `{where}` must be a path to a JSON config, got {value!r}")
@@ -305,17 +321,7 @@ def parse_spec(path, cli_sets=(), tiny=False, max_runs=None):
     runner = data.get("runner")
     if runner not in RUNNERS:
         raise HyperrestartError(f"{path}: `runner` is {runner!r}; use one of {', '.join(RUNNERS)}")
-    if "config" not in data:
-        raise HyperrestartError(f"{path}: `config` (the base JSON config) is missing")
-    config = _resolve_config(data["config"], path, "config")
-    args = data.get("args") or []
-    if isinstance(args, str):
-        args = shlex.split(args)
-    if not isinstance(args, list):
-        raise HyperrestartError(f"{path}: `args` must be a list of runner arguments, got {args!r}")
-    fixed = data.get("set") or {}
-    if not isinstance(fixed, dict):
-        raise HyperrestartError(f"{path}: `set` must be a mapping of overrides, got {fixed!r}")
+    config, args, fixed = base_of(data, path)
     grid = data.get("grid")
     if not isinstance(grid, dict) or not grid:
         raise HyperrestartError(f"{path}: `grid` must be a non-empty mapping of axes (e.g. `seed: [1, 2, 3]`)")

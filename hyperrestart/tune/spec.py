@@ -23,15 +23,14 @@ not searched or that the runner cannot change on resume, steps that do not meet 
 import dataclasses
 import difflib
 import math
-import shlex
 from pathlib import Path
 
 from hyperrestart.core.errors import HyperrestartError
 from hyperrestart.core.overrides import parse_set
 from hyperrestart.p3.runner import RUNNER_PACKAGE, arguments_module
 from hyperrestart.sweep.runners import TINY_P3, merge_config
-from hyperrestart.sweep.spec import (MAX_RUNS, Run, _check_folder_name, _check_keys, _dedupe, _resolve_config,
-                                     _section, load_yaml)
+from hyperrestart.sweep.spec import (MAX_RUNS, Run, _check_folder_name, _check_keys, _dedupe, _section, base_of,
+                                     load_yaml)
 from hyperrestart.upstream.ranges import value_problem
 
 TOP_LEVEL_KEYS = ("name", "description", "runner", "config", "args", "set", "search", "report")
@@ -252,16 +251,7 @@ def parse_tune_spec(path, cli_sets=(), tiny=False):
     if data.get("runner") != "p3":
         raise HyperrestartError(f"{path}: `runner` is {data.get('runner')!r}; `tune` runs the P3 runner "
                                 f"(runner: p3) so far")
-    if "config" not in data:
-        raise HyperrestartError(f"{path}: `config` (the base JSON config) is missing")
-    config = _resolve_config(data["config"], path, "config")
-    args = data.get("args") or []
-    args = shlex.split(args) if isinstance(args, str) else args
-    if not isinstance(args, list):
-        raise HyperrestartError(f"{path}: `args` must be a list of runner arguments, got {args!r}")
-    fixed = data.get("set") or {}
-    if not isinstance(fixed, dict):
-        raise HyperrestartError(f"{path}: `set` must be a mapping of overrides, got {fixed!r}")
+    config, args, fixed = base_of(data, path)
     search = data.get("search")
     if not isinstance(search, dict):
         raise HyperrestartError(f"{path}: `search` must be a mapping with keys among {', '.join(SEARCH_KEYS)}")
