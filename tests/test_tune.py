@@ -441,3 +441,22 @@ def test_a_failing_trial_fails_the_search_in_one_line(tmp_path):
     assert "Traceback" not in done.stderr
     assert not (root / "trial_00000" / ".hyperrestart-complete.json").exists()
     assert not (root / "trial_00000" / ".hyperrestart-stopped.json").exists()
+
+
+@pytest.mark.slow  # the shipped specs as they are: an 8-trial ASHA search, then a 4-member PBT (~4 min each on 2 cores)
+def test_the_shipped_tiny_asha_and_pbt_specs_run_end_to_end(tmp_path):
+    """`hyperrestart tune sweeps/tune_tiny.yaml --tiny` and `sweeps/tune_pbt_tiny.yaml --tiny`, unchanged: ASHA ends
+    some trials early and names the best configuration; PBT exploits at least once."""
+    asha = tmp_path / "asha"
+    out = run_tune(PROJECT_ROOT / "sweeps" / "tune_tiny.yaml", asha)
+    trials = sorted(p.name for p in asha.glob("trial_*"))
+    assert len(trials) == 8, out
+    stopped = [name for name in trials if (asha / name / ".hyperrestart-stopped.json").exists()]
+    assert stopped, out  # lrs from 1e-3 to 1e-2: the slow learners are far below the rung's median at step 102
+    best = next(line for line in out.splitlines() if line.startswith("best configuration:"))
+    assert "learning_rate=" in best and "eta_min=" in best
+    pbt = tmp_path / "pbt"
+    out = run_tune(PROJECT_ROOT / "sweeps" / "tune_pbt_tiny.yaml", pbt)
+    exploits = [e for folder in sorted(pbt.glob("trial_*"))
+                for e in json.loads((folder / "tune-trial.json").read_text())["exploits"]]
+    assert len(list(pbt.glob("trial_*"))) == 4 and exploits, out
