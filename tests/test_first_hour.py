@@ -415,6 +415,7 @@ def test_report_curves_legend_is_below_the_plot_and_names_the_lr(tmp_path):
     plt.close(fig)
 
 
+@pytest.mark.slow  # seconds of plotting / importing Ray; kept out of the 90 s default suite
 def test_plot_lr_legend_leaves_the_last_cycle_free(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
     from hyperrestart.upstream import lr_plot

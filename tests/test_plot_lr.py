@@ -20,6 +20,7 @@ def assert_png(path):
     assert (width, height) == (1000, 460)
 
 
+@pytest.mark.slow  # seconds of plotting / importing Ray; kept out of the 90 s default suite
 def test_restart_config_65536_is_misaligned(tmp_path, capsys):
     out = tmp_path / "plots" / "restart.png"
     assert cli.main(["plot-lr", str(RESTART), "--out", str(out)]) == 0

@@ -134,6 +134,7 @@ def test_the_shipped_tiny_specs_match_the_issue(capsys):
     assert "search\tlearning_rate\tloguniform[0.001, 0.01]" in out and "8 trial(s)" in out
 
 
+@pytest.mark.slow  # seconds of plotting / importing Ray; kept out of the 90 s default suite
 def test_distributions_map_to_ray_domains_with_inclusive_randint(tmp_path):
     from ray.tune.search.sample import Categorical, Float, Integer, LogUniform, Uniform
 
