@@ -9,6 +9,15 @@ SPACE_TITLES = {"hypernetwork": "hypernetwork $\\phi$", "main": "main network $\
                 "backbone": "backbone"}
 
 
+
+def _save(fig, path: Path):
+    """Write the figure to `path` (its folder made), close it, return the path."""
+    import matplotlib.pyplot as plt
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
 def _pyplot():
     import matplotlib
     matplotlib.use("Agg")
@@ -86,10 +95,7 @@ def landscape_figure(results: dict, title, path: Path):
         _slices_axes(fig, (3, len(spaces), 2 * len(spaces) + i + 1), data, f"{name}: 1-D slices")
     fig.suptitle(title, fontsize=12)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def figure3(trained: dict, init: dict, trained_label, path: Path, spaces=("hypernetwork", "main")):
@@ -105,10 +111,7 @@ def figure3(trained: dict, init: dict, trained_label, path: Path, spaces=("hyper
             _surface_axes(fig, (2, 4, row * 4 + 2 * col + 1), results[space], name)
             _contour_axes(fig, (2, 4, row * 4 + 2 * col + 2), results[space], "contour")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def density_figure(result: dict, path: Path):
@@ -129,10 +132,7 @@ def density_figure(result: dict, path: Path):
         ax.tick_params(labelsize=7)
     fig.suptitle(f"Hessian spectra at {result['checkpoint']} (loss {result['loss']:.4g})", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def track_figure(rows, lr_trace, title, path: Path):
@@ -153,10 +153,7 @@ def track_figure(rows, lr_trace, title, path: Path):
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0.07, 1, 0.93))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _track_panel(ax, rows, key, label, lr_trace, style="-", suffix=""):
@@ -213,10 +210,7 @@ def track_comparison_figure(arms, title, path: Path):
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0.1, 1, 0.95))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def load_landscape(path: Path):
