@@ -397,6 +397,7 @@ def _legend_below_axes(fig, axes):
         [text.get_text() for text in legend.get_texts()]
 
 
+@pytest.mark.slow  # 2-3 s (Ray import, plotting, parser round trips); kept out of the 90 s default suite
 def test_report_curves_legend_is_below_the_plot_and_names_the_lr(tmp_path):
     import matplotlib.pyplot as plt
     from test_report import p3_run

@@ -34,6 +34,7 @@ def without_config(args):
     return {k: v for k, v in args.items() if k != "config"}
 
 
+@pytest.mark.slow  # 2-3 s (Ray import, plotting, parser round trips); kept out of the 90 s default suite
 def test_json_file_and_command_line_give_the_same_arguments(tmp_path):
     path = tmp_path / "options.json"
     path.write_text(json.dumps({**REQUIRED, **VALUES, "_comment": "ignored"}), encoding="utf-8")

@@ -32,6 +32,7 @@ def test_restart_config_65536_is_misaligned(tmp_path, capsys):
     assert not list(out.parent.glob("*.tmp.png"))
 
 
+@pytest.mark.slow  # 2-3 s (Ray import, plotting, parser round trips); kept out of the 90 s default suite
 def test_aligned_override_ends_at_a_cycle_end(tmp_path, capsys):
     out = tmp_path / "aligned.png"
     assert cli.main(["plot-lr", str(RESTART), "--set", "max_steps=65535", "--out", str(out), "--x-scale",

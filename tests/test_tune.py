@@ -151,6 +151,7 @@ def test_distributions_map_to_ray_domains_with_inclusive_randint(tmp_path):
     assert all(1e-3 <= s <= 1e-2 for s in samples) and min(samples) < 2e-3 and max(samples) > 5e-3
 
 
+@pytest.mark.slow  # 2-3 s (Ray import, plotting, parser round trips); kept out of the 90 s default suite
 def test_pbt_perturbations_stay_inside_the_bounds(tmp_path):
     spec = parse_tune_spec(write(tmp_path, GOOD), tiny=True)
     clip = tune_space.Clipper(spec)
@@ -165,6 +166,7 @@ def test_pbt_perturbations_stay_inside_the_bounds(tmp_path):
     assert set(mutations) == {"learning_rate", "eta_min"}
 
 
+@pytest.mark.slow  # 2-3 s (Ray import, plotting, parser round trips); kept out of the 90 s default suite
 def test_the_report_names_the_best_finished_trial_and_plots_score_per_key(tmp_path):
     """A fake search root: finished and stopped trials; the best is the best finished one, the plot is written."""
     from hyperrestart.report.search import best_lines, plot_search, search_markdown, search_roots, trials
